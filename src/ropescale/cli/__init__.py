@@ -1,0 +1,1 @@
+"""The `ropescale` command line: one entry point, one module per subcommand."""
