@@ -1,0 +1,1 @@
+"""Fine-tuning at the target length: chunked loss, training loop on accelerate, LoRA, checkpoints."""
