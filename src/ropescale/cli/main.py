@@ -18,7 +18,10 @@ import sys
 import traceback
 
 # sub-command name -> module under ropescale.cli; add a line here to add a command
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "methods": "methods",
+    "plan": "plan",
+}
 
 
 class UsageError(ValueError):
