@@ -90,7 +90,7 @@ def _load_hf(source: str, text_field: str, split: str) -> list[Document]:
         raise ValueError(f"source {source!r}: expected hf:NAME[:CONFIG], e.g. hf:pg19 or hf:./my_data_files")
     try:
         rows = datasets.load_dataset(name, config or None, split=split)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:  # missing files, no network (ConnectionError is an OSError), bad config
         raise ValueError(f"source {source!r}: datasets could not load it ({err})") from None
     if text_field not in rows.column_names:
         raise ValueError(f"source {source!r} has no column {text_field!r} (columns: {', '.join(rows.column_names)})")
