@@ -1,0 +1,127 @@
+"""`apply(model, spec)`: rescale the rotary embedding of any transformers RoPE model, training-free.
+
+No `forward` is replaced. The config's `rope_parameters` and `max_position_embeddings` are rewritten in
+transformers' own schema, then every rotary-embedding module recomputes its `inv_freq` and
+`attention_scaling` with transformers' init function for that rope type (ropescale's own types are registered
+into `ROPE_INIT_FUNCTIONS` first). Dynamic types keep working through transformers' `dynamic_rope_update`,
+which fires for any rope type whose name contains "dynamic" (hence our `dynamic_yarn`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ropescale.rope import RopeSpec, frequencies, hf_init_function
+
+# rope types ropescale adds to transformers (name in config.json -> our method)
+CUSTOM_ROPE_TYPES = {"dynamic_yarn": "dynamic-yarn"}
+
+
+def register_rope_types() -> None:
+    """Make transformers understand ropescale's own rope types (idempotent).
+
+    Loading a dynamic-yarn checkpoint in plain transformers needs this one call (or `import ropescale.patch`).
+    """
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    for rope_type, method in CUSTOM_ROPE_TYPES.items():
+        ROPE_INIT_FUNCTIONS.setdefault(rope_type, hf_init_function(method))
+
+
+def rope_config(model_or_config):
+    """The (text) config that carries `rope_parameters`; ValueError if the model has no usable RoPE."""
+    config = getattr(model_or_config, "config", model_or_config)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rope = getattr(text, "rope_parameters", None)
+    model_type = getattr(config, "model_type", type(config).__name__)
+    if not isinstance(rope, dict) or not rope:
+        raise ValueError(f"model type {model_type!r} has no rotary position embedding (its config has no "
+                         "rope_parameters); ropescale extends RoPE models such as Llama, Mistral, Qwen, Gemma")
+    layer_types = set(getattr(text, "layer_types", None) or ())
+    if rope and all(isinstance(v, dict) for v in rope.values()) or (layer_types & set(rope)):
+        raise ValueError(f"model type {model_type!r} has a per-layer-type rope config ({', '.join(rope)}); "
+                         "ropescale does not rescale nested rope_parameters yet")
+    return text
+
+
+def head_dim_of(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def spec_for_model(model_or_config, method: str, factor: float = 1.0, **fields) -> RopeSpec:
+    """A spec for this model: θ, L0 and the partial rotary factor come from its config unless given.
+
+    L0 is the config's `original_max_position_embeddings` when the model was already scaled, else its
+    `max_position_embeddings`.
+    """
+    text = rope_config(model_or_config)
+    rope = text.rope_parameters
+    fields.setdefault("rope_theta", float(rope.get("rope_theta", 10000.0)))
+    fields.setdefault("original_max_position_embeddings",
+                      int(rope.get("original_max_position_embeddings") or text.max_position_embeddings))
+    fields.setdefault("partial_rotary_factor", float(rope.get("partial_rotary_factor", 1.0) or 1.0))
+    return RopeSpec(method=method, factor=factor, **fields)
+
+
+def _rotary_modules(model) -> list[torch.nn.Module]:
+    return [m for m in model.modules()
+            if hasattr(m, "inv_freq") and hasattr(m, "rope_type") and hasattr(m, "config")]
+
+
+def _rebuild(module: torch.nn.Module, max_positions: int) -> None:
+    """Recompute one rotary module's buffers exactly as its __init__ does, for the new config."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope_type = module.config.rope_parameters["rope_type"]
+    init = module.compute_default_rope_parameters if rope_type == "default" else ROPE_INIT_FUNCTIONS[rope_type]
+    device = module.inv_freq.device
+    inv_freq, attention_scaling = init(module.config)  # as the module's __init__ calls it
+    module.rope_type = rope_type
+    module.attention_scaling = attention_scaling
+    module.max_seq_len_cached = module.original_max_seq_len = max_positions
+    module.register_buffer("inv_freq", inv_freq.to(device), persistent=False)
+    module.register_buffer("original_inv_freq", inv_freq.clone().to(device), persistent=False)
+    if hasattr(module, "long_inv_freq"):  # longrope caches its long set on first use
+        del module.long_inv_freq
+
+
+def apply(model, spec: RopeSpec):
+    """Rescale `model`'s RoPE to `spec`, in place; returns the model. `save_pretrained` then round-trips.
+
+    The spec's `partial_rotary_factor` must match the model's (left at 1.0 it is taken from the model).
+    """
+    if not isinstance(spec, RopeSpec):
+        raise TypeError(f"spec must be a ropescale.RopeSpec, got {type(spec).__name__}")
+    text = rope_config(model)
+    modules = _rotary_modules(model)
+    if not modules:
+        raise ValueError(f"model {type(model).__name__} has no rotary embedding module that reads "
+                         "config.rope_parameters; ropescale cannot patch it")
+    model_partial = float(text.rope_parameters.get("partial_rotary_factor", 1.0) or 1.0)
+    if spec.partial_rotary_factor == 1.0 and model_partial != 1.0:
+        spec = dataclasses.replace(spec, partial_rotary_factor=model_partial)
+    elif spec.partial_rotary_factor != model_partial:
+        raise ValueError(f"partial_rotary_factor {spec.partial_rotary_factor} does not match the model's "
+                         f"{model_partial}")
+    head_dim = head_dim_of(text)
+    frequencies(spec, head_dim)  # validates head_dim and longrope list lengths against the model
+
+    register_rope_types()
+    old = (text.rope_parameters, text.max_position_embeddings)
+    text.rope_parameters = spec.to_hf(head_dim)
+    text.max_position_embeddings = spec.max_position_embeddings()
+    # our `ropescale_*` record keys (lossless round trip) are known, not "unrecognized"
+    text.ignore_keys_at_rope_validation = set(getattr(text, "ignore_keys_at_rope_validation", None) or ()) | {
+        key for key in text.rope_parameters if key.startswith("ropescale_")}
+    try:
+        if hasattr(text, "validate_rope"):
+            text.validate_rope()  # architecture-specific limits, e.g. Phi3 allows only default/longrope
+    except (ValueError, KeyError) as exc:
+        text.rope_parameters, text.max_position_embeddings = old
+        raise ValueError(f"model type {getattr(text, 'model_type', '?')!r} does not accept method "
+                         f"{spec.method!r}: {exc}") from None
+    for module in modules:
+        _rebuild(module, text.max_position_embeddings)
+    return model
