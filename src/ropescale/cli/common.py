@@ -1,0 +1,79 @@
+"""Flags that several commands share: `--model`, and the spec flags `--method/--factor/...`.
+
+One parser and one builder, so `extend`, `eval`, `finetune` and `study` read a spec the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+# method knobs exposed as flags: flag dest -> RopeSpec field
+SPEC_KNOBS = {
+    "rope_theta": float, "attention_factor": float, "beta_fast": float, "beta_slow": float,
+    "low_freq_factor": float, "high_freq_factor": float,
+}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """'256,512,1024' -> [256, 512, 1024]; every item a positive integer."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, got {text!r}")
+    return [positive_int(t) for t in items]
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="checkpoint directory or Hugging Face Hub id (default: the embedded model)")
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """--method, --factor and the method knobs; without --method the model runs as it is saved."""
+    from ropescale.rope import METHODS
+
+    parser.add_argument("--method", default=None, required=required, choices=list(METHODS),
+                        metavar="METHOD", help="scaling method: " + ", ".join(METHODS))
+    parser.add_argument("--factor", type=finite_float, default=None,
+                        help="scale factor s = target length / L0 (default: 1)")
+    for dest, kind in SPEC_KNOBS.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=finite_float, default=None,
+                            help=f"{dest} of the spec (transformers' key)")
+
+
+def spec_from_args(args: argparse.Namespace, model_or_config):
+    """The RopeSpec the flags ask for, completed from the model's config (θ, L0, partial rotary); None when no
+    --method was given. Flags that the method does not read are an error from RopeSpec naming the field."""
+    from ropescale.patch import spec_for_model
+
+    method = getattr(args, "method", None)
+    if method is None:
+        if getattr(args, "factor", None) is not None:
+            raise ValueError("--factor needs --method (e.g. --method yarn --factor 8)")
+        return None
+    fields = {dest: getattr(args, dest) for dest in SPEC_KNOBS if getattr(args, dest, None) is not None}
+    if method == "llama3":
+        fields.setdefault("low_freq_factor", 1.0)   # Llama 3.1's published values
+        fields.setdefault("high_freq_factor", 4.0)
+    factor = args.factor if args.factor is not None else 1.0
+    return spec_for_model(model_or_config, method, factor, **fields)
