@@ -21,6 +21,7 @@ import traceback
 COMMANDS: dict[str, str] = {
     "methods": "methods",
     "plan": "plan",
+    "finetune": "finetune",
 }
 
 

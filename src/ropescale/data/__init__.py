@@ -4,6 +4,7 @@ from ropescale.data.corpus import EVAL_PLAYS, Document, embedded_corpus
 from ropescale.data.loaders import load_texts
 from ropescale.data.packing import pack, tokenize_documents
 from ropescale.data.passkey import PasskeyPrompt, passkey_prompt, passkey_trials
+from ropescale.data.pose import pose_batch_position_ids, pose_position_ids
 
 __all__ = [
     "Document",
@@ -14,5 +15,7 @@ __all__ = [
     "pack",
     "passkey_prompt",
     "passkey_trials",
+    "pose_batch_position_ids",
+    "pose_position_ids",
     "tokenize_documents",
 ]

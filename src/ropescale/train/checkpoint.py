@@ -1,0 +1,154 @@
+"""The run directory: checks before a run, atomic checkpoints, resume, and the per-step loss curve.
+
+Layout of `--output DIR`:
+    DIR/config.json, model.safetensors, tokenizer*   the final model (native transformers format)
+    DIR/training.json                                settings, steps, tokens, time, final loss, versions
+    DIR/loss.csv                                     one row per optimizer step, appended and flushed
+    DIR/checkpoints/step-0000020/                    accelerate state (model, optimizer, scheduler, RNG of
+                                                     every process) + trainer_state.json (data position)
+
+A checkpoint is written to `checkpoints/.tmp-step-N` and renamed into place with `os.replace`, so a run killed
+while saving leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+LOSS_FILE = "loss.csv"
+LOSS_COLUMNS = ("step", "loss", "lr", "tokens", "elapsed_s", "grad_norm")
+RUN_MARKERS = (LOSS_FILE, "training.json", CHECKPOINTS)   # files that only a ropescale run writes
+
+
+def checkpoint_dirs(output: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (temporary directories of an interrupted save are ignored)."""
+    root = Path(output) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def check_output_dir(output: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Validate --output for this run; return the checkpoint to resume from (None for a fresh run).
+
+    Read-only, so every process may call it; `clear_output_dir` does the deleting, on the main process.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {str(output)!r} is a file; give a directory")
+    if resume:
+        found = checkpoint_dirs(output)
+        if not found:
+            raise ValueError(f"--resume: {str(output)!r} has no checkpoint ({CHECKPOINTS}/step-*); start without "
+                             "--resume, and pass --save-every N to write checkpoints")
+        return found[-1]
+    entries = list(output.iterdir()) if output.is_dir() else []
+    if entries and not overwrite:
+        raise ValueError(f"--output {str(output)!r} is not empty; pass --resume to continue its run or "
+                         "--overwrite to start it again")
+    if entries and not any((output / name).exists() for name in RUN_MARKERS):
+        raise ValueError(f"--overwrite: {str(output)!r} holds files that no ropescale run wrote; "
+                         "refusing to delete them, choose another --output")
+    return None
+
+
+def clear_output_dir(output: Path) -> None:
+    """Delete a previous run in `output` (after `check_output_dir` allowed it) and recreate it empty."""
+    output = Path(output)
+    if output.is_dir() and any(output.iterdir()):
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """A sentence naming what differs between a checkpoint's run and this one, or None when they match."""
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            return f"{key} differs (checkpoint: {_short(saved.get(key))}, now: {_short(current.get(key))})"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """accelerate `save_state` into a temporary directory, then rename it to `checkpoints/step-N`; keep the last
+    `keep`. Every process must call it (each writes its own RNG state)."""
+    root = Path(output) / CHECKPOINTS
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(tmp / STATE_FILE, state)
+        if final.exists():  # os.replace cannot replace a non-empty directory
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(output)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file, then os.replace)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class LossLog:
+    """`loss.csv`: one row per optimizer step, appended and flushed as soon as the step ends."""
+
+    def __init__(self, output: Path, resume_step: int | None):
+        self.path = Path(output) / LOSS_FILE
+        if resume_step is not None and self.path.is_file():
+            self._truncate(resume_step)
+        new = not self.path.is_file()
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(LOSS_COLUMNS)
+            self._file.flush()
+
+    def _truncate(self, step: int) -> None:
+        """Drop rows written after the checkpoint we resume from: those steps run again."""
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(kept)
+        os.replace(tmp, self.path)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._writer.writerow([row[c] for c in LOSS_COLUMNS])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_loss_csv(path: Path) -> list[dict[str, float]]:
+    """loss.csv as a list of dicts of floats (for tests and reports)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

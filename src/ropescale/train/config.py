@@ -1,0 +1,174 @@
+"""FinetuneConfig: every setting of a fine-tuning run, built from a YAML recipe, from CLI flags, or in Python.
+
+Recipe keys are the field names below. A key that is unknown, or a value of the wrong type, raises ValueError
+naming the key and what it accepts, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEDULES = ("constant", "linear", "cosine")
+TRACKERS = ("tensorboard", "wandb")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+TRAINABLE_WITH_LORA = ("embed", "norm")   # LongLoRA §3.3: plain LoRA fails at long context; these fix it
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of `ropescale.train.finetune`. Defaults follow the YaRN paper (§4.1) for a real model."""
+
+    output: str | None = None                 # run directory: final checkpoint, loss.csv, training.json, checkpoints/
+    model: str | None = None                  # checkpoint dir or Hub id; None = the embedded model
+    # RoPE scaling (as `ropescale.cli.common.add_spec_arguments`); method None trains the model as it is saved
+    method: str | None = None
+    factor: float | None = None
+    rope_theta: float | None = None
+    attention_factor: float | None = None
+    beta_fast: float | None = None
+    beta_slow: float | None = None
+    low_freq_factor: float | None = None
+    high_freq_factor: float | None = None
+    original_max_position_embeddings: int | None = None   # L0; None = read from the model's config
+    # data
+    data: str = "embedded"                    # ropescale.data.load_texts source
+    text_field: str = "text"
+    data_split: str = "train"
+    seq_len: int | None = None                # training length; None = L0 * factor (the target length)
+    # optimisation (YaRN paper: AdamW β=(0.9, 0.95), lr 2e-5, no weight decay, 20 warmup steps)
+    steps: int = 200
+    batch_size: int = 1                       # rows per process per micro-step
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    warmup_steps: int = 20
+    schedule: str = "constant"
+    max_grad_norm: float | None = 1.0         # None or 0 disables clipping
+    seed: int = 42
+    # memory
+    gradient_checkpointing: bool = True
+    loss_chunk_size: int = 1024               # positions per output-layer chunk in the loss
+    # strategies
+    lora_rank: int | None = None
+    lora_alpha: float | None = None           # None = 2 * rank
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    lora_trainable: list[str] = field(default_factory=lambda: list(TRAINABLE_WITH_LORA))
+    pose_window: int | None = None
+    pose_chunks: int = 2
+    # checkpoints and reporting
+    save_every: int | None = None
+    keep_checkpoints: int = 2
+    resume: bool = False
+    overwrite: bool = False
+    report_to: str | None = None              # tensorboard | wandb
+
+    def __post_init__(self):
+        check_types(dataclasses.asdict(self))
+        for name in ("steps", "batch_size", "grad_accum", "loss_chunk_size", "keep_checkpoints", "pose_chunks"):
+            _require(name, getattr(self, name) >= 1, "a positive integer")
+        for name in ("seq_len", "lora_rank", "pose_window", "save_every", "original_max_position_embeddings"):
+            _require(name, getattr(self, name) is None or getattr(self, name) >= 1, "a positive integer")
+        _require("seq_len", self.seq_len is None or self.seq_len >= 2, "an integer >= 2")
+        _require("warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
+        _require("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number")
+        _require("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            _require(name, 0 <= getattr(self, name) < 1, "a number in [0, 1)")
+        _require("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm >= 0, "a number >= 0")
+        _require("lora_alpha", self.lora_alpha is None or self.lora_alpha > 0, "a positive number")
+        _require("schedule", self.schedule in SCHEDULES, "one of " + ", ".join(SCHEDULES))
+        _require("report_to", self.report_to in (None, *TRACKERS), "one of " + ", ".join(TRACKERS))
+        _require("lora_targets", bool(self.lora_targets), "a non-empty list of module names")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: resume continues DIR, overwrite restarts it")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
+        """From a recipe mapping; unknown keys raise ValueError listing the accepted ones."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a recipe must be a mapping of settings, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe key {unknown[0]!r}; accepted keys: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> FinetuneConfig:
+        """Load a YAML recipe; `overrides` (e.g. CLI flags that were given) replace its values."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"recipe {str(path)!r} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"recipe {str(path)!r} is not valid YAML ({' '.join(str(exc).split())})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"recipe {str(path)!r} must be a mapping of settings, got {type(values).__name__}")
+        return cls.from_dict({**_yaml_floats(values), **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 (PyYAML) reads `2e-5` as a string (it wants `2.0e-5`); accept it for float keys."""
+    hints = typing.get_type_hints(FinetuneConfig)
+    out = dict(values)
+    for name, value in values.items():
+        if isinstance(value, str) and name in hints and _accepts(hints[name], 1.5) and not _accepts(hints[name], ""):
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass   # left as is: check_types names the key
+    return out
+
+
+def _require(name: str, ok: bool, accepted: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {accepted}")
+
+
+def _accepts(kind, value) -> bool:
+    """isinstance for the annotations used above: int, float (ints accepted), str, bool, X | None, list[str]."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(k, value) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_accepts(item, v) for v in value)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}"
+    return "null" if kind is type(None) else kind.__name__
+
+
+def check_types(values: dict[str, Any]) -> None:
+    hints = typing.get_type_hints(FinetuneConfig)
+    for name, value in values.items():
+        if not _accepts(hints[name], value):
+            raise ValueError(f"recipe key {name!r} must be {_type_name(hints[name])}, got {value!r}")

@@ -1,0 +1,378 @@
+"""`finetune(config)`: fine-tune a rescaled RoPE model at the target length, on one CPU or many GPUs.
+
+The recipe is YaRN's (Peng et al., ICLR 2024, §4.1; `jquesnelle/yarn` finetune.py): apply the scaled RoPE, then
+train briefly (400 steps for Llama-2-7B at s=16) on text packed to the target length with AdamW(0.9, 0.95),
+lr 2e-5, no weight decay, 20 warmup steps, gradient clipping, bf16 autocast, activation checkpointing and
+FlashAttention 2. Optional: LoRA with trainable embeddings and norms (LongLoRA), PoSE windows (PoSE).
+
+accelerate is the only engine: `python -m ropescale finetune` runs one process; `torchrun`/`accelerate launch`
+run DDP (gloo on CPU, NCCL on GPU), and an accelerate FSDP or DeepSpeed config file needs no code change.
+Every process computes the same packed rows and takes its own share of each global batch, so the result does
+not depend on how many processes share the batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ropescale.train.checkpoint import (LossLog, check_output_dir, clear_output_dir, fingerprint_mismatch,
+                                        read_state, save_checkpoint, write_json)
+from ropescale.train.config import FinetuneConfig
+from ropescale.train.loss import causal_lm_loss
+
+
+class CausalLMLoss(torch.nn.Module):
+    """The language model plus its chunked loss, as one module, so that DDP/FSDP wrap the whole forward pass.
+
+    `forward` returns (summed NLL in nats, number of scored tokens); full-vocabulary logits never exist for the
+    whole sequence (`ropescale.train.loss.causal_lm_loss`).
+    """
+
+    def __init__(self, lm: torch.nn.Module, chunk_size: int):
+        super().__init__()
+        self.lm = lm
+        self.chunk_size = chunk_size
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None):
+        kwargs = {"position_ids": position_ids} if position_ids is not None else {}
+        nll, n = causal_lm_loss(self.lm, input_ids, chunk_size=self.chunk_size, use_cache=False, **kwargs)
+        return nll, torch.tensor(n, device=nll.device)
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+
+def target_length(spec, config) -> int:
+    """L0 · factor of the applied spec; without one, the length the saved rope config targets."""
+    if spec is None:
+        from ropescale.rope import RopeSpec
+
+        spec = RopeSpec.from_hf(config)
+        base = spec.original_max_position_embeddings or config.max_position_embeddings
+        return int(round(base * spec.factor))
+    return int(round(spec.original_max_position_embeddings * spec.factor))
+
+
+def sample_indices(step: int, micro: int, rank: int, world: int, batch_size: int, grad_accum: int) -> list[int]:
+    """Global sample indices of one process's micro-batch. A step consumes samples [step·G, (step+1)·G),
+    G = batch_size · grad_accum · world, whatever the split between processes and micro-steps."""
+    global_batch = batch_size * grad_accum * world
+    start = step * global_batch + (micro * world + rank) * batch_size
+    return list(range(start, start + batch_size))
+
+
+class RowOrder:
+    """Sample index -> packed row: a fresh seeded permutation of the rows for every pass over the data."""
+
+    def __init__(self, n_rows: int, seed: int):
+        self.n_rows, self.seed, self._perms = n_rows, seed, {}
+
+    def __call__(self, sample: int) -> int:
+        epoch, i = divmod(sample, self.n_rows)
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.n_rows, generator=torch.Generator().manual_seed(self.seed + epoch))}
+        return int(self._perms[epoch][i])
+
+
+def clip_and_step(accelerator, params, optimizer, scheduler, max_grad_norm: float | None) -> float:
+    """Clip the global gradient norm to `max_grad_norm` (skipped when None/0), step, zero the gradients.
+    Returns the norm before clipping."""
+    limit = max_grad_norm if max_grad_norm else math.inf  # clipping to inf only measures the norm
+    norm = accelerator.clip_grad_norm_(params, limit)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: int) -> torch.LongTensor:
+    """Documents of `config.data`, tokenized in order until `needed_rows` rows of `seq_len` are filled (or the
+    corpus ends), packed with EOS between documents and BOS at the start of every row when the tokenizer has one."""
+    from ropescale.data import load_texts, pack, tokenize_documents
+
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token, which packing puts between documents")
+    docs = load_texts(config.data, text_field=config.text_field, split=config.data_split)
+    token_docs, n_tokens = [], 0
+    for doc in docs:
+        token_docs += tokenize_documents(tokenizer, [doc])
+        n_tokens += len(token_docs[-1]) + 1
+        if n_tokens >= needed_rows * seq_len:
+            break
+    try:
+        return pack(token_docs, seq_len, tokenizer.eos_token_id, tokenizer.bos_token_id)
+    except ValueError as exc:
+        raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter --seq-len/--pose-window") from None
+
+
+def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int) -> dict[str, Any]:
+    """What must not change between a checkpoint and the run that resumes it."""
+    volatile = {"dtype", "torch_dtype", "transformers_version", "use_cache", "architectures"}
+    model_config = {f"config.{k}": v for k, v in lm.config.to_dict().items()
+                    if not k.startswith("_") and k not in volatile}
+    trainable = sorted((n, list(p.shape)) for n, p in lm.named_parameters() if p.requires_grad)
+    return {**json.loads(json.dumps(model_config, default=str)),
+            "rope": spec.to_hf() if spec is not None else None,
+            "seq_len": seq_len, "target_len": target_len, "pose_window": config.pose_window,
+            "lora_rank": config.lora_rank, "data": config.data, "seed": config.seed,
+            "trainable_parameters": hashlib.sha256(json.dumps(trainable).encode()).hexdigest()[:16]}
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """cuda max allocated on GPU, peak resident set size of this process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _spec(config: FinetuneConfig, model):
+    # the same builder as every CLI command, so a recipe and flags read a spec identically
+    from ropescale.cli.common import SPEC_KNOBS, spec_from_args
+
+    fields = {k: getattr(config, k) for k in ("method", "factor", *SPEC_KNOBS)}
+    spec = spec_from_args(argparse.Namespace(**fields), model)
+    if config.original_max_position_embeddings is not None:
+        if spec is None:
+            raise ValueError("--original-max-position-embeddings needs --method")
+        spec = dataclasses.replace(spec, original_max_position_embeddings=config.original_max_position_embeddings)
+    return spec
+
+
+def _enable_checkpointing(lm) -> None:
+    # non-reentrant: works under DDP and with frozen inputs (LoRA); transformers 5.x renamed the method
+    kwargs = {"use_reentrant": False}
+    if hasattr(lm, "activation_checkpointing_enable"):
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _attn_implementation() -> str:
+    cuda = torch.cuda.is_available()
+    return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def _check_tracker(name: str | None) -> None:
+    module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
+    if module and importlib.util.find_spec(module) is None and not (
+            name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+        raise ValueError(f"--report-to {name} needs the {module} package: pip install {module}")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import ropescale
+
+    out = {"ropescale": ropescale.__version__}
+    for pkg in ("torch", "transformers", "accelerate", "peft"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _saved_dtype(model_name) -> torch.dtype:
+    from ropescale.models import read_config_dict
+
+    config = read_config_dict(model_name)
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
+
+
+def _save_final(model, tokenizer, spec, output: Path) -> None:
+    """Native transformers checkpoint in `output`: weights, tokenizer, config with `rope_parameters` and the legacy
+    `rope_theta`/`rope_scaling` keys (so 4.x and 5.x load it alike).
+
+    TODO(export): replace with `ropescale.export.hf.save_extended(model, tokenizer, spec, output_dir, overwrite)`
+    once it is in main; this local version exists only until then.
+    """
+    from ropescale.patch.apply import head_dim_of, rope_config
+
+    tmp = output / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if spec is not None:
+        path = tmp / "config.json"
+        data = json.loads(path.read_text(encoding="utf-8"))
+        text = data.get("text_config", data) if "max_position_embeddings" not in data else data
+        text["rope_theta"], text["rope_scaling"] = spec.to_legacy_hf(head_dim_of(rope_config(model)))
+        write_json(path, data)
+    for item in tmp.iterdir():   # each file appears in place whole
+        os.replace(item, output / item.name)
+    tmp.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
+    """Fine-tune `config.model` with `config.method` at the target length; returns the output directory, which
+    holds the final checkpoint (loadable with plain transformers), training.json and loss.csv.
+
+    `on_step(step)` is called after every optimizer step (after its checkpoint is saved); tests use it to
+    interrupt a run.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from ropescale.data.pose import pose_batch_position_ids
+    from ropescale.models import load_model, load_tokenizer
+    from ropescale.patch import apply
+    from ropescale.train.lora import add_lora, count_parameters, merge_lora
+    from ropescale.train.schedule import make_scheduler
+
+    if not config.output:
+        raise ValueError("--output is required: the directory for the fine-tuned checkpoint and its logs")
+    output = Path(config.output).expanduser()
+    resume_from = check_output_dir(output, config.resume, config.overwrite)  # before any model is loaded
+    _check_tracker(config.report_to)
+
+    accelerator = Accelerator(
+        mixed_precision="bf16" if torch.cuda.is_available() else "no",   # fp32 on CPU
+        step_scheduler_with_optimizer=False,   # the schedule counts optimizer steps, whatever the process count
+        log_with=config.report_to, project_dir=str(output))
+    if accelerator.is_main_process and resume_from is None:
+        clear_output_dir(output)
+    accelerator.wait_for_everyone()
+    main = accelerator.is_main_process
+    set_seed(config.seed)
+
+    # model, rope, data
+    tokenizer = load_tokenizer(config.model)
+    lm = load_model(config.model, attn_implementation=_attn_implementation())
+    spec = _spec(config, lm)
+    if spec is not None:
+        apply(lm, spec)
+    target_len = target_length(spec, lm.config)
+    if config.pose_window is not None and config.pose_window > target_len:
+        raise ValueError(f"--pose-window {config.pose_window} is longer than the target length {target_len}")
+    seq_len = config.pose_window or config.seq_len or target_len
+    world = accelerator.num_processes
+    global_batch = config.batch_size * config.grad_accum * world
+    rows = training_rows(config, tokenizer, seq_len, config.steps * global_batch)
+    order = RowOrder(len(rows), config.seed)
+
+    # memory and strategy
+    lm.config.use_cache = False
+    if config.gradient_checkpointing:
+        _enable_checkpointing(lm)
+    if config.lora_rank is not None:
+        lm = add_lora(lm, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_trainable)
+    lm.train()
+    n_trainable, n_total = count_parameters(lm)
+    if main:
+        print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)", flush=True)
+    params = [p for p in lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.weight_decay)
+    scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.steps)
+    model, optimizer, scheduler = accelerator.prepare(CausalLMLoss(lm, config.loss_chunk_size), optimizer, scheduler)
+
+    # resume
+    print_ = fingerprint(lm, spec, config, seq_len, target_len)
+    start_step, tokens, elapsed_before, last_loss = 0, 0, 0.0, float("nan")
+    if resume_from is not None:
+        state = read_state(resume_from)
+        mismatch = fingerprint_mismatch(state["fingerprint"], print_)
+        if mismatch:
+            raise ValueError(f"--resume: checkpoint {str(resume_from)!r} was written by a different run: {mismatch}; "
+                             "resume with the same model and settings, or start a new --output")
+        try:
+            accelerator.load_state(str(resume_from))
+        except (RuntimeError, KeyError, OSError) as exc:
+            raise ValueError(f"--resume: could not load checkpoint {str(resume_from)!r} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        start_step, tokens = state["step"], state["tokens"]
+        elapsed_before, last_loss = state["elapsed_s"], state["loss"]
+    if config.report_to:
+        hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("ropescale-finetune", config=hparams)
+    log = LossLog(output, start_step if resume_from is not None else None) if main else None
+
+    bar = tqdm(total=config.steps, initial=start_step, disable=not main, desc="finetune", unit="step",
+               dynamic_ncols=True)
+    t0 = time.perf_counter()
+    tokens_at_start = tokens
+    rank = accelerator.process_index
+    for step in range(start_step, config.steps):
+        nll_sum = torch.zeros((), device=accelerator.device)
+        n_sum = torch.zeros((), device=accelerator.device)
+        for micro in range(config.grad_accum):
+            samples = sample_indices(step, micro, rank, world, config.batch_size, config.grad_accum)
+            input_ids = rows[[order(s) for s in samples]].to(accelerator.device)  # [B, seq_len]
+            position_ids = None
+            if config.pose_window is not None:   # PoSE: skipped positions spanning the target length
+                seeds = [(config.seed << 40) + s for s in samples]
+                position_ids = pose_batch_position_ids(seq_len, target_len, seeds, config.pose_chunks)
+                position_ids = position_ids.to(accelerator.device)
+            last = micro == config.grad_accum - 1
+            with nullcontext() if last else accelerator.no_sync(model):  # sync gradients once per step
+                nll, n = model(input_ids, position_ids)
+                # every row scores seq_len - 1 tokens, so this is the mean over the global batch after DDP averages
+                accelerator.backward(nll / (n * config.grad_accum))
+            nll_sum += nll.detach().float()
+            n_sum += n
+        lr = scheduler.get_last_lr()[0]
+        grad_norm = clip_and_step(accelerator, params, optimizer, scheduler, config.max_grad_norm)
+        totals = accelerator.reduce(torch.stack([nll_sum, n_sum]), reduction="sum")   # global mean loss
+        last_loss = float(totals[0] / totals[1])
+        tokens += global_batch * seq_len
+        elapsed = elapsed_before + time.perf_counter() - t0
+        done = step + 1
+        if main:
+            log.write({"step": done, "loss": f"{last_loss:.6f}", "lr": f"{lr:.6g}", "tokens": tokens,
+                       "elapsed_s": f"{elapsed:.3f}", "grad_norm": f"{grad_norm:.6g}"})
+            rate = (tokens - tokens_at_start) / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}",
+                            mem=f"{peak_memory_bytes(accelerator.device) / 2**30:.2f}GiB", refresh=False)
+            bar.update(1)
+        if config.report_to:
+            accelerator.log({"loss": last_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens}, step=done)
+        if config.save_every and (done % config.save_every == 0 or done == config.steps):
+            save_checkpoint(accelerator, output, done,
+                            {"step": done, "samples_seen": done * global_batch, "tokens": tokens,
+                             "elapsed_s": elapsed, "loss": last_loss, "fingerprint": print_},
+                            config.keep_checkpoints)
+        if on_step is not None:
+            on_step(done)
+    bar.close()
+    if log is not None:
+        log.close()
+
+    # final checkpoint
+    accelerator.wait_for_everyone()
+    elapsed = elapsed_before + time.perf_counter() - t0
+    if main:
+        final = merge_lora(accelerator.unwrap_model(model).lm)
+        final.to(_saved_dtype(config.model))   # trained in fp32 (master weights); saved as the base was
+        final.config.use_cache = True          # turned off for training only
+        _save_final(final, tokenizer, spec, output)
+        write_json(output / "training.json", {
+            "settings": config.to_dict(), "rope": spec.to_hf() if spec is not None else None,
+            "target_length": target_len, "seq_len": seq_len, "steps": config.steps, "resumed_from_step": start_step
+            if resume_from is not None else None, "tokens": tokens, "elapsed_s": round(elapsed, 3),
+            "final_loss": last_loss, "trainable_parameters": n_trainable, "total_parameters": n_total,
+            "processes": world, "global_batch_rows": global_batch, "packed_rows": len(rows),
+            "mixed_precision": accelerator.mixed_precision, "versions": _versions()})
+        print(f"saved {output} (final loss {last_loss:.4f}, {tokens:,} tokens, {elapsed:.1f} s)", flush=True)
+    if config.report_to:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return output

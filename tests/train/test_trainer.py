@@ -1,0 +1,176 @@
+"""End-to-end fine-tuning on tiny random Llamas (vocab 4096, L0 16 -> 128 tokens); each run takes about a second."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ropescale.train import FinetuneConfig, finetune
+from ropescale.train.checkpoint import checkpoint_dirs, read_loss_csv
+from ropescale.train.trainer import RowOrder, clip_and_step, sample_indices
+
+
+def _config(model, text, out, **kw):
+    base = dict(model=str(model), data=str(text), output=str(out), method="yarn", factor=8.0, steps=3, lr=1e-3,
+                warmup_steps=1, seed=0)
+    return FinetuneConfig(**{**base, **kw})
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+# ------------------------------------------------------------------------------------------- pure pieces
+
+def test_samples_of_a_step_do_not_depend_on_the_process_split():
+    one = [i for m in range(2) for i in sample_indices(3, m, 0, 1, batch_size=2, grad_accum=2)]
+    two = [i for m in range(2) for r in range(2) for i in sample_indices(3, m, r, 2, batch_size=1, grad_accum=2)]
+    assert sorted(one) == sorted(two) == list(range(12, 16))
+
+
+def test_row_order_is_a_seeded_permutation_per_epoch():
+    order = RowOrder(5, seed=1)
+    first, second = [order(i) for i in range(5)], [order(i) for i in range(5, 10)]
+    assert sorted(first) == sorted(second) == list(range(5))
+    assert first == [RowOrder(5, seed=1)(i) for i in range(5)]
+
+
+@pytest.mark.parametrize("max_norm", [1.0, None])
+def test_gradient_clipping_bounds_a_huge_step(max_norm):
+    from accelerate import Accelerator
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 8)
+    params = list(layer.parameters())
+    opt = torch.optim.SGD(params, lr=1.0)   # SGD: the update is the (clipped) gradient itself
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    before = torch.cat([p.detach().flatten().clone() for p in params])
+    (layer(torch.randn(4, 8)).pow(2).sum() * 1e6).backward()   # a huge loss
+    norm = clip_and_step(Accelerator(cpu=True), params, opt, sched, max_norm)
+    update = (torch.cat([p.detach().flatten() for p in params]) - before).norm()
+    assert norm > 1e3
+    if max_norm:
+        assert update <= max_norm * (1 + 1e-5)
+    else:
+        assert update == pytest.approx(norm, rel=1e-4)   # without clipping the whole huge gradient is applied
+    assert all(p.grad is None for p in params)
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+def test_full_run_writes_curve_summary_and_a_native_checkpoint(tiny_model_dir, text_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = finetune(_config(tiny_model_dir, text_file, tmp_path / "run", save_every=2))
+    rows = read_loss_csv(out / "loss.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["tokens"] == 128 * r["step"] for r in rows) and all(r["grad_norm"] > 0 for r in rows)
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["steps"] == 3 and summary["seq_len"] == 128 and summary["target_length"] == 128
+    assert summary["final_loss"] == pytest.approx(rows[-1]["loss"], abs=1e-6)
+    assert {"torch", "transformers", "accelerate"} <= set(summary["versions"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["rope_parameters"]["rope_type"] == "yarn" and config["rope_scaling"]["factor"] == 8.0
+    assert config["max_position_embeddings"] == 128 and config["use_cache"] is True
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.rope_parameters["factor"] == 8.0
+    base, tuned = _weights(tiny_model_dir), _weights(out)
+    assert not torch.equal(base["model.layers.0.self_attn.q_proj.weight"], tuned["model.layers.0.self_attn.q_proj.weight"])
+    assert [p.name for p in checkpoint_dirs(out)] == ["step-0000002", "step-0000003"]
+
+
+def test_lora_trains_embeddings_and_norms_and_merges(tiny_model_dir, text_file, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    out = finetune(_config(tiny_model_dir, text_file, tmp_path / "lora", lora_rank=4))
+    printed = capsys.readouterr().out
+    line = next(l for l in printed.splitlines() if l.startswith("trainable parameters:"))
+    trainable, total = (int(x.replace(",", "")) for x in line.split(":")[1].split("(")[0].split(" of "))
+    assert 0 < trainable < total
+    tuned = _weights(out)
+    assert not any("lora" in k for k in tuned)   # merged: a plain transformers checkpoint
+    AutoModelForCausalLM.from_pretrained(out)
+    base = _weights(tiny_model_dir)
+    for key in ("model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight", "model.norm.weight",
+                "model.layers.1.input_layernorm.weight"):
+        assert not torch.equal(base[key], tuned[key]), key          # adapters merged, embed and norms trained
+    for key in ("model.layers.0.mlp.up_proj.weight", "lm_head.weight"):
+        assert torch.equal(base[key], tuned[key]), key              # frozen
+
+
+def test_pose_trains_short_windows_for_the_target_length(tiny_model_dir, text_file, tmp_path):
+    out = finetune(_config(tiny_model_dir, text_file, tmp_path / "pose", pose_window=32))
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["seq_len"] == 32 and summary["target_length"] == 128
+    rows = read_loss_csv(out / "loss.csv")
+    assert all(r["tokens"] == 32 * r["step"] for r in rows) and all(r["loss"] > 0 for r in rows)
+
+
+def test_pose_window_longer_than_target(tiny_model_dir, text_file, tmp_path):
+    with pytest.raises(ValueError, match="--pose-window 256 is longer than the target length 128"):
+        finetune(_config(tiny_model_dir, text_file, tmp_path / "x", pose_window=256))
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_gives_the_same_weights(tiny_model_dir, text_file, tmp_path):
+    kw = dict(steps=5, save_every=2, grad_accum=2, batch_size=2, lora_rank=None)
+    straight = finetune(_config(tiny_model_dir, text_file, tmp_path / "straight", **kw))
+
+    def crash_after_three(step):   # step 3 ran but its checkpoint was not written: it must run again
+        if step == 3:
+            raise _Crash
+
+    broken = tmp_path / "broken"
+    with pytest.raises(_Crash):
+        finetune(_config(tiny_model_dir, text_file, broken, **kw), on_step=crash_after_three)
+    assert not (broken / "training.json").exists()
+    resumed = finetune(_config(tiny_model_dir, text_file, broken, resume=True, **kw))
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    def curve(run):
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in read_loss_csv(run / "loss.csv")]
+
+    assert curve(resumed) == curve(straight) and len(curve(resumed)) == 5   # the re-run step 3 is logged once
+    assert json.loads((resumed / "training.json").read_text())["resumed_from_step"] == 2
+
+
+def test_non_empty_output_needs_resume_or_overwrite(tiny_model_dir, text_file, tmp_path):
+    out = tmp_path / "run"
+    finetune(_config(tiny_model_dir, text_file, out, steps=1))
+    with pytest.raises(ValueError, match="is not empty; pass --resume .* or --overwrite"):
+        finetune(_config(tiny_model_dir, text_file, out, steps=1))
+    finetune(_config(tiny_model_dir, text_file, out, steps=2, overwrite=True))
+    assert len(read_loss_csv(out / "loss.csv")) == 2
+
+
+def test_overwrite_refuses_a_foreign_directory(tiny_model_dir, text_file, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="refusing to delete"):
+        finetune(_config(tiny_model_dir, text_file, tmp_path, overwrite=True))
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_resume_without_checkpoint(tiny_model_dir, text_file, tmp_path):
+    with pytest.raises(ValueError, match="--resume: .* has no checkpoint"):
+        finetune(_config(tiny_model_dir, text_file, tmp_path / "none", resume=True))
+
+
+def test_resume_with_another_model_is_refused(tiny_model_dir, text_file, tmp_path, make_tiny_model):
+    out = tmp_path / "run"
+    finetune(_config(tiny_model_dir, text_file, out, steps=2, save_every=1))
+    other = make_tiny_model(tmp_path / "other", intermediate_size=96)
+    with pytest.raises(ValueError, match="different run: config.intermediate_size differs"):
+        finetune(_config(other, text_file, out, steps=3, resume=True))
+
+
+def test_report_to_a_missing_tracker(tiny_model_dir, text_file, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ValueError, match="--report-to wandb needs the wandb package"):
+        finetune(_config(tiny_model_dir, text_file, tmp_path / "w", report_to="wandb"))
