@@ -17,6 +17,8 @@ from typing import Any
 SCHEDULES = ("constant", "linear", "cosine")
 TRACKERS = ("tensorboard", "wandb")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+SPEC_FIELDS = ("rope_theta", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor",
+               "original_max_position_embeddings")
 TRAINABLE_WITH_LORA = ("embed", "norm")   # LongLoRA §3.3: plain LoRA fails at long context; these fix it
 
 
@@ -87,8 +89,21 @@ class FinetuneConfig:
         _require("schedule", self.schedule in SCHEDULES, "one of " + ", ".join(SCHEDULES))
         _require("report_to", self.report_to in (None, *TRACKERS), "one of " + ", ".join(TRACKERS))
         _require("lora_targets", bool(self.lora_targets), "a non-empty list of module names")
+        self._check_spec_fields()
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: resume continues DIR, overwrite restarts it")
+
+    def _check_spec_fields(self) -> None:
+        # the spec itself is built (and range-checked by RopeSpec) once the model's config is known
+        from ropescale.rope import METHODS
+
+        if self.method is None:
+            for name in ("factor", *SPEC_FIELDS):
+                if getattr(self, name) is not None:
+                    flag = "--" + name.replace("_", "-")
+                    raise ValueError(f"{flag} needs --method (e.g. --method yarn {flag} ...)")
+        elif self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:

@@ -244,8 +244,10 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     resume_from = check_output_dir(output, config.resume, config.overwrite)  # before any model is loaded
     _check_tracker(config.report_to)
 
+    cuda = torch.cuda.is_available()
     accelerator = Accelerator(
-        mixed_precision="bf16" if torch.cuda.is_available() else "no",   # fp32 on CPU
+        cpu=not cuda,                          # accelerate runs DDP over gloo on CPUs only when told so
+        mixed_precision="bf16" if cuda else "no",   # fp32 on CPU
         step_scheduler_with_optimizer=False,   # the schedule counts optimizer steps, whatever the process count
         log_with=config.report_to, project_dir=str(output))
     if accelerator.is_main_process and resume_from is None:
