@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from ropescale.train import FinetuneConfig, finetune
 from ropescale.train.checkpoint import checkpoint_dirs, read_loss_csv
-from ropescale.train.trainer import RowOrder, clip_and_step, sample_indices
+from ropescale.train.loop import RowOrder, clip_and_step, sample_indices
 
 
 def _config(model, text, out, **kw):
@@ -174,3 +174,11 @@ def test_report_to_a_missing_tracker(tiny_model_dir, text_file, tmp_path, monkey
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ValueError, match="--report-to wandb needs the wandb package"):
         finetune(_config(tiny_model_dir, text_file, tmp_path / "w", report_to="wandb"))
+
+
+def test_training_loss_equals_the_models_own_loss(tiny_llama):
+    from ropescale.train.loop import training_loss
+
+    ids = torch.randint(0, 97, (2, 40), generator=torch.Generator().manual_seed(0))
+    expected = tiny_llama(ids, labels=ids).loss
+    assert torch.allclose(training_loss(tiny_llama, ids, chunk_size=7), expected, atol=1e-5)

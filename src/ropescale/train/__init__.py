@@ -4,7 +4,7 @@ from __future__ import annotations
 
 _LAZY = {  # imported on first use, so `import ropescale.train.loss` does not pull accelerate and peft
     "FinetuneConfig": "ropescale.train.config",
-    "finetune": "ropescale.train.trainer",
+    "finetune": "ropescale.train.loop",
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +26,17 @@ STATE_FILE = "trainer_state.json"
 LOSS_FILE = "loss.csv"
 LOSS_COLUMNS = ("step", "loss", "lr", "tokens", "elapsed_s", "grad_norm")
 RUN_MARKERS = (LOSS_FILE, "training.json", CHECKPOINTS)   # files that only a ropescale run writes
+
+
+class _TiedWeightsNote(logging.Filter):
+    """accelerate warns at every save that it dropped the duplicate of tied embeddings from the safetensors file;
+    loading restores the tie (resume is exact with tied models), so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().lstrip().split("] ")[-1].startswith("Removed shared tensor")
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNote())
 
 
 def checkpoint_dirs(output: Path) -> list[Path]:

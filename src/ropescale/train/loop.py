@@ -54,6 +54,14 @@ class CausalLMLoss(torch.nn.Module):
         return nll, torch.tensor(n, device=nll.device)
 
 
+def training_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                  chunk_size: int = 1024) -> torch.Tensor:
+    """Mean next-token loss of one micro-batch, as the training step computes it (chunked logits; activation
+    checkpointing is whatever the model has enabled)."""
+    nll, n = CausalLMLoss(model, chunk_size)(input_ids, position_ids)
+    return nll / n
+
+
 # ---------------------------------------------------------------------------------------------- pure helpers
 
 def target_length(spec, config) -> int:
