@@ -76,7 +76,8 @@ def test_full_run_writes_curve_summary_and_a_native_checkpoint(tiny_model_dir, t
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.rope_parameters["factor"] == 8.0
     base, tuned = _weights(tiny_model_dir), _weights(out)
-    assert not torch.equal(base["model.layers.0.self_attn.q_proj.weight"], tuned["model.layers.0.self_attn.q_proj.weight"])
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(base[q], tuned[q])
     assert [p.name for p in checkpoint_dirs(out)] == ["step-0000002", "step-0000003"]
 
 

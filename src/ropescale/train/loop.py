@@ -92,7 +92,8 @@ class RowOrder:
     def __call__(self, sample: int) -> int:
         epoch, i = divmod(sample, self.n_rows)
         if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(self.n_rows, generator=torch.Generator().manual_seed(self.seed + epoch))}
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._perms = {epoch: torch.randperm(self.n_rows, generator=generator)}   # one epoch kept
         return int(self._perms[epoch][i])
 
 
@@ -296,11 +297,11 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     model, optimizer, scheduler = accelerator.prepare(CausalLMLoss(lm, config.loss_chunk_size), optimizer, scheduler)
 
     # resume
-    print_ = fingerprint(lm, spec, config, seq_len, target_len)
+    run_print = fingerprint(lm, spec, config, seq_len, target_len)
     start_step, tokens, elapsed_before, last_loss = 0, 0, 0.0, float("nan")
     if resume_from is not None:
         state = read_state(resume_from)
-        mismatch = fingerprint_mismatch(state["fingerprint"], print_)
+        mismatch = fingerprint_mismatch(state["fingerprint"], run_print)
         if mismatch:
             raise ValueError(f"--resume: checkpoint {str(resume_from)!r} was written by a different run: {mismatch}; "
                              "resume with the same model and settings, or start a new --output")
@@ -321,50 +322,52 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     t0 = time.perf_counter()
     tokens_at_start = tokens
     rank = accelerator.process_index
-    for step in range(start_step, config.steps):
-        nll_sum = torch.zeros((), device=accelerator.device)
-        n_sum = torch.zeros((), device=accelerator.device)
-        for micro in range(config.grad_accum):
-            samples = sample_indices(step, micro, rank, world, config.batch_size, config.grad_accum)
-            input_ids = rows[[order(s) for s in samples]].to(accelerator.device)  # [B, seq_len]
-            position_ids = None
-            if config.pose_window is not None:   # PoSE: skipped positions spanning the target length
-                seeds = [(config.seed << 40) + s for s in samples]
-                position_ids = pose_batch_position_ids(seq_len, target_len, seeds, config.pose_chunks)
-                position_ids = position_ids.to(accelerator.device)
-            last = micro == config.grad_accum - 1
-            with nullcontext() if last else accelerator.no_sync(model):  # sync gradients once per step
-                nll, n = model(input_ids, position_ids)
-                # every row scores seq_len - 1 tokens, so this is the mean over the global batch after DDP averages
-                accelerator.backward(nll / (n * config.grad_accum))
-            nll_sum += nll.detach().float()
-            n_sum += n
-        lr = scheduler.get_last_lr()[0]
-        grad_norm = clip_and_step(accelerator, params, optimizer, scheduler, config.max_grad_norm)
-        totals = accelerator.reduce(torch.stack([nll_sum, n_sum]), reduction="sum")   # global mean loss
-        last_loss = float(totals[0] / totals[1])
-        tokens += global_batch * seq_len
-        elapsed = elapsed_before + time.perf_counter() - t0
-        done = step + 1
-        if main:
-            log.write({"step": done, "loss": f"{last_loss:.6f}", "lr": f"{lr:.6g}", "tokens": tokens,
-                       "elapsed_s": f"{elapsed:.3f}", "grad_norm": f"{grad_norm:.6g}"})
-            rate = (tokens - tokens_at_start) / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}",
-                            mem=f"{peak_memory_bytes(accelerator.device) / 2**30:.2f}GiB", refresh=False)
-            bar.update(1)
-        if config.report_to:
-            accelerator.log({"loss": last_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens}, step=done)
-        if config.save_every and (done % config.save_every == 0 or done == config.steps):
-            save_checkpoint(accelerator, output, done,
-                            {"step": done, "samples_seen": done * global_batch, "tokens": tokens,
-                             "elapsed_s": elapsed, "loss": last_loss, "fingerprint": print_},
-                            config.keep_checkpoints)
-        if on_step is not None:
-            on_step(done)
-    bar.close()
-    if log is not None:
-        log.close()
+    try:
+        for step in range(start_step, config.steps):
+            nll_sum = torch.zeros((), device=accelerator.device)
+            n_sum = torch.zeros((), device=accelerator.device)
+            for micro in range(config.grad_accum):
+                samples = sample_indices(step, micro, rank, world, config.batch_size, config.grad_accum)
+                input_ids = rows[[order(s) for s in samples]].to(accelerator.device)  # [B, seq_len]
+                position_ids = None
+                if config.pose_window is not None:   # PoSE: skipped positions spanning the target length
+                    seeds = [(config.seed << 40) + s for s in samples]
+                    position_ids = pose_batch_position_ids(seq_len, target_len, seeds, config.pose_chunks)
+                    position_ids = position_ids.to(accelerator.device)
+                last = micro == config.grad_accum - 1
+                with nullcontext() if last else accelerator.no_sync(model):  # sync gradients once per step
+                    nll, n = model(input_ids, position_ids)
+                    # every row scores seq_len - 1 tokens, so this is the mean over the global batch after DDP averages
+                    accelerator.backward(nll / (n * config.grad_accum))
+                nll_sum += nll.detach().float()
+                n_sum += n
+            lr = scheduler.get_last_lr()[0]
+            grad_norm = clip_and_step(accelerator, params, optimizer, scheduler, config.max_grad_norm)
+            totals = accelerator.reduce(torch.stack([nll_sum, n_sum]), reduction="sum")   # global mean loss
+            last_loss = float(totals[0] / totals[1])
+            tokens += global_batch * seq_len
+            elapsed = elapsed_before + time.perf_counter() - t0
+            done = step + 1
+            if main:
+                log.write({"step": done, "loss": f"{last_loss:.6f}", "lr": f"{lr:.6g}", "tokens": tokens,
+                           "elapsed_s": f"{elapsed:.3f}", "grad_norm": f"{grad_norm:.6g}"})
+                rate = (tokens - tokens_at_start) / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}",
+                                mem=f"{peak_memory_bytes(accelerator.device) / 2**30:.2f}GiB", refresh=False)
+                bar.update(1)
+            if config.report_to:
+                accelerator.log({"loss": last_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens}, step=done)
+            if config.save_every and (done % config.save_every == 0 or done == config.steps):
+                save_checkpoint(accelerator, output, done,
+                                {"step": done, "samples_seen": done * global_batch, "tokens": tokens,
+                                 "elapsed_s": elapsed, "loss": last_loss, "fingerprint": run_print},
+                                config.keep_checkpoints)
+            if on_step is not None:
+                on_step(done)
+    finally:   # a crash keeps every logged step on disk
+        bar.close()
+        if log is not None:
+            log.close()
 
     # final checkpoint
     accelerator.wait_for_everyone()
@@ -376,8 +379,9 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
         _save_final(final, tokenizer, spec, output)
         write_json(output / "training.json", {
             "settings": config.to_dict(), "rope": spec.to_hf() if spec is not None else None,
-            "target_length": target_len, "seq_len": seq_len, "steps": config.steps, "resumed_from_step": start_step
-            if resume_from is not None else None, "tokens": tokens, "elapsed_s": round(elapsed, 3),
+            "target_length": target_len, "seq_len": seq_len, "steps": config.steps,
+            "resumed_from_step": start_step if resume_from is not None else None,
+            "tokens": tokens, "elapsed_s": round(elapsed, 3),
             "final_loss": last_loss, "trainable_parameters": n_trainable, "total_parameters": n_total,
             "processes": world, "global_batch_rows": global_batch, "packed_rows": len(rows),
             "mixed_precision": accelerator.mixed_precision, "versions": _versions()})
