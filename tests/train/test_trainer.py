@@ -183,3 +183,15 @@ def test_training_loss_equals_the_models_own_loss(tiny_llama):
     ids = torch.randint(0, 97, (2, 40), generator=torch.Generator().manual_seed(0))
     expected = tiny_llama(ids, labels=ids).loss
     assert torch.allclose(training_loss(tiny_llama, ids, chunk_size=7), expected, atol=1e-5)
+
+
+def test_a_bf16_base_is_saved_in_bf16_with_ties_kept(make_tiny_model, text_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    base = make_tiny_model(tmp_path / "base", tie_word_embeddings=True)
+    AutoModelForCausalLM.from_pretrained(base).to(torch.bfloat16).save_pretrained(base)
+    out = finetune(_config(base, text_file, tmp_path / "run", steps=1))
+    weights = _weights(out)
+    assert "lm_head.weight" not in weights and weights["model.embed_tokens.weight"].dtype == torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()

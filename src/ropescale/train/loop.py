@@ -204,7 +204,15 @@ def _saved_dtype(model_name) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
 
 
-def _save_final(model, tokenizer, spec, output: Path) -> None:
+def _cast_keeping_ties(state: dict, prefix: str, dtype: torch.dtype) -> dict:
+    """`state` without `prefix`, cast to `dtype`; tensors that shared storage (tied embeddings) still share it,
+    so save_pretrained writes them once."""
+    cast: dict[int, torch.Tensor] = {}
+    return {k[len(prefix):]: cast.setdefault(v.data_ptr(), v.to(dtype))
+            for k, v in state.items() if k.startswith(prefix)}
+
+
+def _save_final(model, tokenizer, spec, output: Path, state_dict: dict | None = None) -> None:
     """Native transformers checkpoint in `output`: weights, tokenizer, config with `rope_parameters` and the legacy
     `rope_theta`/`rope_scaling` keys (so 4.x and 5.x load it alike).
 
@@ -215,7 +223,7 @@ def _save_final(model, tokenizer, spec, output: Path) -> None:
 
     tmp = output / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if spec is not None:
         path = tmp / "config.json"
@@ -372,11 +380,15 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     # final checkpoint
     accelerator.wait_for_everyone()
     elapsed = elapsed_before + time.perf_counter() - t0
+    # every process takes part: under FSDP / ZeRO-3 this gathers the shards into one full state dict
+    gathered = accelerator.get_state_dict(model) if config.lora_rank is None else None
     if main:
         final = merge_lora(accelerator.unwrap_model(model).lm)
-        final.to(_saved_dtype(config.model))   # trained in fp32 (master weights); saved as the base was
+        dtype = _saved_dtype(config.model)    # trained in fp32 (master weights); saved as the base was
+        final.to(dtype)
+        state_dict = None if gathered is None else _cast_keeping_ties(gathered, "lm.", dtype)
         final.config.use_cache = True          # turned off for training only
-        _save_final(final, tokenizer, spec, output)
+        _save_final(final, tokenizer, spec, output, state_dict)
         write_json(output / "training.json", {
             "settings": config.to_dict(), "rope": spec.to_hf() if spec is not None else None,
             "target_length": target_len, "seq_len": seq_len, "steps": config.steps,
