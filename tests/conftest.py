@@ -24,6 +24,39 @@ def tiny_llama():
     return LlamaForCausalLM(tiny_llama_config()).eval()
 
 
+# tiny random configs of each RoPE architecture ropescale is tested on: 2 layers, hidden 64, L0 = 64
+_TINY_COMMON = dict(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                    tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+TINY_ARCHS = {  # name -> (config class name, overrides)
+    "llama": ("LlamaConfig", {}),
+    "mistral": ("MistralConfig", {"head_dim": 16, "sliding_window": None}),
+    "qwen2": ("Qwen2Config", {}),
+    "qwen3": ("Qwen3Config", {"head_dim": 16}),
+    "gemma": ("GemmaConfig", {"head_dim": 16}),
+    "gemma2": ("Gemma2Config", {"head_dim": 16, "sliding_window": 32}),
+    "phi3": ("Phi3Config", {"original_max_position_embeddings": 64}),
+    # partial rotary 0.25; 2 heads so that head_dim 32 leaves a rotary dim of 8 (4 frequencies)
+    "gpt_neox": ("GPTNeoXConfig", {"num_attention_heads": 2, "num_key_value_heads": None, "rotary_pct": 0.25}),
+}
+
+
+def tiny_config(arch: str, **overrides):
+    import transformers
+
+    class_name, arch_overrides = TINY_ARCHS[arch]
+    kw = {**_TINY_COMMON, **arch_overrides, **overrides}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return getattr(transformers, class_name)(**kw)
+
+
+def tiny_model(arch: str, seed: int = 0, **overrides):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(arch, **overrides), attn_implementation="eager").eval()
+
+
 # ---- tokenizer-compatible tiny models for fine-tuning and CLI runs (train, cli)
 TINY_L0 = 16  # tiny models extend 16 -> 128 tokens with factor 8
 
@@ -52,7 +85,25 @@ def make_tiny_model():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    """A complete checkpoint directory: a tiny random Llama (L0 64) with the embedded tokenizer (vocab 4096)."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    import ropescale
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(ropescale.embedded_model_path())
+    torch.manual_seed(0)
+    config = tiny_llama_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_train_model_dir(tmp_path_factory):
+    """Tiny random Llama (L0 16, hidden 32) with the embedded tokenizer: factor 8 trains at 128 tokens."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-train-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -50,9 +50,12 @@ def read_config_dict(name: str | Path | None) -> dict:
             raise ValueError(f"--model {resolved!r}: could not fetch config.json from the Hub "
                              f"({type(exc).__name__}); check the id or pass a local directory") from None
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        config = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"--model {resolved!r}: config.json is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--model {resolved!r}: config.json does not hold a JSON object")
+    return config
 
 
 def load_tokenizer(name: str | Path | None):
@@ -70,15 +73,20 @@ def load_model(name: str | Path | None, *, dtype=None, device=None, attn_impleme
     import torch
     from transformers import AutoModelForCausalLM
 
+    from safetensors import SafetensorError  # a truncated or corrupted weights file; not an OSError
+
     resolved = resolve_model(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             resolved, dtype=dtype or torch.float32, attn_implementation=attn_implementation)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        # safetensors raises on a truncated or corrupted file; transformers on an unknown architecture
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
+        # transformers raises on an unknown architecture or missing weights
         raise ValueError(f"--model {resolved!r}: could not load the model ({_first_line(exc)})") from None
     if device is not None:
         model.to(device)
+    from ropescale.patch import install_dynamic_reset_hook
+
+    install_dynamic_reset_hook(model)  # a no-op unless the checkpoint uses a dynamic rope type
     return model.eval()
 
 

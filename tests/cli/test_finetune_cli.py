@@ -12,11 +12,11 @@ def _run(*argv):
     return main(["finetune", *map(str, argv)])
 
 
-def test_cli_run_writes_curve_summary_and_checkpoint(tiny_model_dir, text_file, tmp_path, capsys):
+def test_cli_run_writes_curve_summary_and_checkpoint(tiny_train_model_dir, text_file, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
-    code = _run("--model", tiny_model_dir, "--data", text_file, "--method", "yarn", "--factor", 8, "--seq-len", 128,
+    code = _run("--model", tiny_train_model_dir, "--data", text_file, "--method", "yarn", "--factor", 8, "--seq-len", 128,
                 "--steps", 3, "--lr", "1e-3", "--warmup-steps", 1, "--output", out)
     assert code == 0
     assert "trainable parameters:" in capsys.readouterr().out
@@ -26,9 +26,9 @@ def test_cli_run_writes_curve_summary_and_checkpoint(tiny_model_dir, text_file, 
     AutoModelForCausalLM.from_pretrained(out)
 
 
-def test_flags_override_the_recipe(tiny_model_dir, text_file, tmp_path):
+def test_flags_override_the_recipe(tiny_train_model_dir, text_file, tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"# ropescale finetune r.yaml\nmodel: {tiny_model_dir}\ndata: {text_file}\nmethod: linear\n"
+    recipe.write_text(f"# ropescale finetune r.yaml\nmodel: {tiny_train_model_dir}\ndata: {text_file}\nmethod: linear\n"
                       "factor: 8\nsteps: 50\nlr: 1.0e-3\nwarmup_steps: 1\nseq_len: 64\n")
     out = tmp_path / "run"
     assert _run(recipe, "--steps", 2, "--method", "yarn", "--no-gradient-checkpointing", "--output", out) == 0
@@ -43,10 +43,10 @@ def test_flags_override_the_recipe(tiny_model_dir, text_file, tmp_path):
     (["--schedule", "step", "--output", "x"], "--schedule: invalid choice"),
     (["--factor", "8", "--output", "x"], "--factor needs --method"),
 ])
-def test_bad_flags_are_one_line_and_exit_2(argv, message, tiny_model_dir, text_file, tmp_path, capsys,
+def test_bad_flags_are_one_line_and_exit_2(argv, message, tiny_train_model_dir, text_file, tmp_path, capsys,
                                            monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _run("--model", tiny_model_dir, "--data", text_file, *argv) == 2
+    assert _run("--model", tiny_train_model_dir, "--data", text_file, *argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 

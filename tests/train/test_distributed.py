@@ -29,13 +29,13 @@ def _flags(model, text, out, *extra):
             "--lr", "1e-3", "--warmup-steps", "1", "--seed", "0", "--output", str(out), *map(str, extra)]
 
 
-def test_two_processes_give_the_one_process_loss_curve(tiny_model_dir, text_file, tmp_path):
+def test_two_processes_give_the_one_process_loss_curve(tiny_train_model_dir, text_file, tmp_path):
     two = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "ropescale", *_flags(tiny_model_dir, text_file, two, "--steps", 3, "--batch-size", 1)]
+           "-m", "ropescale", *_flags(tiny_train_model_dir, text_file, two, "--steps", 3, "--batch-size", 1)]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    one = finetune(FinetuneConfig(model=str(tiny_model_dir), data=str(text_file), method="yarn", factor=8.0,
+    one = finetune(FinetuneConfig(model=str(tiny_train_model_dir), data=str(text_file), method="yarn", factor=8.0,
                                   lr=1e-3, warmup_steps=1, seed=0, steps=3, batch_size=2, output=str(tmp_path / "one")))
     a, b = read_loss_csv(one / "loss.csv"), read_loss_csv(two / "loss.csv")
     assert len(a) == len(b) == 3
@@ -46,11 +46,11 @@ def test_two_processes_give_the_one_process_loss_curve(tiny_model_dir, text_file
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) <= 1e-5
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_model_dir, text_file, tmp_path):
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_train_model_dir, text_file, tmp_path):
     steps, flags = 40, ("--batch-size", 4, "--save-every", 4, "--keep-checkpoints", 1)
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "ropescale",
-                             *_flags(tiny_model_dir, text_file, killed, "--steps", steps, *flags)],
+                             *_flags(tiny_train_model_dir, text_file, killed, "--steps", steps, *flags)],
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not any(int(p.name.split("-")[1]) >= 8 for p in checkpoint_dirs(killed)):
@@ -63,10 +63,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_model_dir, text_f
     assert logged < steps
 
     resume = subprocess.run([sys.executable, "-m", "ropescale",
-                             *_flags(tiny_model_dir, text_file, killed, "--steps", steps, *flags, "--resume")],
+                             *_flags(tiny_train_model_dir, text_file, killed, "--steps", steps, *flags, "--resume")],
                             env=_env(), capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stderr[-3000:]
-    straight = finetune(FinetuneConfig(model=str(tiny_model_dir), data=str(text_file), method="yarn", factor=8.0,
+    straight = finetune(FinetuneConfig(model=str(tiny_train_model_dir), data=str(text_file), method="yarn", factor=8.0,
                                        lr=1e-3, warmup_steps=1, seed=0, steps=steps, batch_size=4, save_every=4,
                                        output=str(tmp_path / "straight")))
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))

@@ -59,10 +59,10 @@ def test_gradient_clipping_bounds_a_huge_step(max_norm):
 
 # ------------------------------------------------------------------------------------------- runs
 
-def test_full_run_writes_curve_summary_and_a_native_checkpoint(tiny_model_dir, text_file, tmp_path):
+def test_full_run_writes_curve_summary_and_a_native_checkpoint(tiny_train_model_dir, text_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    out = finetune(_config(tiny_model_dir, text_file, tmp_path / "run", save_every=2))
+    out = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "run", save_every=2))
     rows = read_loss_csv(out / "loss.csv")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["tokens"] == 128 * r["step"] for r in rows) and all(r["grad_norm"] > 0 for r in rows)
@@ -75,16 +75,17 @@ def test_full_run_writes_curve_summary_and_a_native_checkpoint(tiny_model_dir, t
     assert config["max_position_embeddings"] == 128 and config["use_cache"] is True
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.rope_parameters["factor"] == 8.0
-    base, tuned = _weights(tiny_model_dir), _weights(out)
+    base, tuned = _weights(tiny_train_model_dir), _weights(out)
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(base[q], tuned[q])
     assert [p.name for p in checkpoint_dirs(out)] == ["step-0000002", "step-0000003"]
+    assert json.loads((out / "ropescale.json").read_text())["finetuned"]["steps"] == 3   # via save_extended
 
 
-def test_lora_trains_embeddings_and_norms_and_merges(tiny_model_dir, text_file, tmp_path, capsys):
+def test_lora_trains_embeddings_and_norms_and_merges(tiny_train_model_dir, text_file, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    out = finetune(_config(tiny_model_dir, text_file, tmp_path / "lora", lora_rank=4))
+    out = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "lora", lora_rank=4))
     printed = capsys.readouterr().out
     line = next(l for l in printed.splitlines() if l.startswith("trainable parameters:"))
     trainable, total = (int(x.replace(",", "")) for x in line.split(":")[1].split("(")[0].split(" of "))
@@ -92,7 +93,7 @@ def test_lora_trains_embeddings_and_norms_and_merges(tiny_model_dir, text_file, 
     tuned = _weights(out)
     assert not any("lora" in k for k in tuned)   # merged: a plain transformers checkpoint
     AutoModelForCausalLM.from_pretrained(out)
-    base = _weights(tiny_model_dir)
+    base = _weights(tiny_train_model_dir)
     for key in ("model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight", "model.norm.weight",
                 "model.layers.1.input_layernorm.weight"):
         assert not torch.equal(base[key], tuned[key]), key          # adapters merged, embed and norms trained
@@ -100,26 +101,26 @@ def test_lora_trains_embeddings_and_norms_and_merges(tiny_model_dir, text_file, 
         assert torch.equal(base[key], tuned[key]), key              # frozen
 
 
-def test_pose_trains_short_windows_for_the_target_length(tiny_model_dir, text_file, tmp_path):
-    out = finetune(_config(tiny_model_dir, text_file, tmp_path / "pose", pose_window=32))
+def test_pose_trains_short_windows_for_the_target_length(tiny_train_model_dir, text_file, tmp_path):
+    out = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "pose", pose_window=32))
     summary = json.loads((out / "training.json").read_text())
     assert summary["seq_len"] == 32 and summary["target_length"] == 128
     rows = read_loss_csv(out / "loss.csv")
     assert all(r["tokens"] == 32 * r["step"] for r in rows) and all(r["loss"] > 0 for r in rows)
 
 
-def test_pose_window_longer_than_target(tiny_model_dir, text_file, tmp_path):
+def test_pose_window_longer_than_target(tiny_train_model_dir, text_file, tmp_path):
     with pytest.raises(ValueError, match="--pose-window 256 is longer than the target length 128"):
-        finetune(_config(tiny_model_dir, text_file, tmp_path / "x", pose_window=256))
+        finetune(_config(tiny_train_model_dir, text_file, tmp_path / "x", pose_window=256))
 
 
 class _Crash(Exception):
     pass
 
 
-def test_resume_after_a_crash_gives_the_same_weights(tiny_model_dir, text_file, tmp_path):
+def test_resume_after_a_crash_gives_the_same_weights(tiny_train_model_dir, text_file, tmp_path):
     kw = dict(steps=5, save_every=2, grad_accum=2, batch_size=2, lora_rank=None)
-    straight = finetune(_config(tiny_model_dir, text_file, tmp_path / "straight", **kw))
+    straight = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "straight", **kw))
 
     def crash_after_three(step):   # step 3 ran but its checkpoint was not written: it must run again
         if step == 3:
@@ -127,9 +128,9 @@ def test_resume_after_a_crash_gives_the_same_weights(tiny_model_dir, text_file, 
 
     broken = tmp_path / "broken"
     with pytest.raises(_Crash):
-        finetune(_config(tiny_model_dir, text_file, broken, **kw), on_step=crash_after_three)
+        finetune(_config(tiny_train_model_dir, text_file, broken, **kw), on_step=crash_after_three)
     assert not (broken / "training.json").exists()
-    resumed = finetune(_config(tiny_model_dir, text_file, broken, resume=True, **kw))
+    resumed = finetune(_config(tiny_train_model_dir, text_file, broken, resume=True, **kw))
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     def curve(run):
@@ -139,42 +140,42 @@ def test_resume_after_a_crash_gives_the_same_weights(tiny_model_dir, text_file, 
     assert json.loads((resumed / "training.json").read_text())["resumed_from_step"] == 2
 
 
-def test_non_empty_output_needs_resume_or_overwrite(tiny_model_dir, text_file, tmp_path):
+def test_non_empty_output_needs_resume_or_overwrite(tiny_train_model_dir, text_file, tmp_path):
     out = tmp_path / "run"
-    finetune(_config(tiny_model_dir, text_file, out, steps=1))
+    finetune(_config(tiny_train_model_dir, text_file, out, steps=1))
     with pytest.raises(ValueError, match="is not empty; pass --resume .* or --overwrite"):
-        finetune(_config(tiny_model_dir, text_file, out, steps=1))
-    finetune(_config(tiny_model_dir, text_file, out, steps=2, overwrite=True))
+        finetune(_config(tiny_train_model_dir, text_file, out, steps=1))
+    finetune(_config(tiny_train_model_dir, text_file, out, steps=2, overwrite=True))
     assert len(read_loss_csv(out / "loss.csv")) == 2
 
 
-def test_overwrite_refuses_a_foreign_directory(tiny_model_dir, text_file, tmp_path):
+def test_overwrite_refuses_a_foreign_directory(tiny_train_model_dir, text_file, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="refusing to delete"):
-        finetune(_config(tiny_model_dir, text_file, tmp_path, overwrite=True))
+        finetune(_config(tiny_train_model_dir, text_file, tmp_path, overwrite=True))
     assert (tmp_path / "notes.txt").exists()
 
 
-def test_resume_without_checkpoint(tiny_model_dir, text_file, tmp_path):
+def test_resume_without_checkpoint(tiny_train_model_dir, text_file, tmp_path):
     with pytest.raises(ValueError, match="--resume: .* has no checkpoint"):
-        finetune(_config(tiny_model_dir, text_file, tmp_path / "none", resume=True))
+        finetune(_config(tiny_train_model_dir, text_file, tmp_path / "none", resume=True))
 
 
-def test_resume_with_another_model_is_refused(tiny_model_dir, text_file, tmp_path, make_tiny_model):
+def test_resume_with_another_model_is_refused(tiny_train_model_dir, text_file, tmp_path, make_tiny_model):
     out = tmp_path / "run"
-    finetune(_config(tiny_model_dir, text_file, out, steps=2, save_every=1))
+    finetune(_config(tiny_train_model_dir, text_file, out, steps=2, save_every=1))
     other = make_tiny_model(tmp_path / "other", intermediate_size=96)
     with pytest.raises(ValueError, match="different run: config.intermediate_size differs"):
         finetune(_config(other, text_file, out, steps=3, resume=True))
 
 
-def test_report_to_a_missing_tracker(tiny_model_dir, text_file, tmp_path, monkeypatch):
+def test_report_to_a_missing_tracker(tiny_train_model_dir, text_file, tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ValueError, match="--report-to wandb needs the wandb package"):
-        finetune(_config(tiny_model_dir, text_file, tmp_path / "w", report_to="wandb"))
+        finetune(_config(tiny_train_model_dir, text_file, tmp_path / "w", report_to="wandb"))
 
 
 def test_training_loss_equals_the_models_own_loss(tiny_llama):

@@ -77,3 +77,12 @@ def spec_from_args(args: argparse.Namespace, model_or_config):
         fields.setdefault("high_freq_factor", 4.0)
     factor = args.factor if args.factor is not None else 1.0
     return spec_for_model(model_or_config, method, factor, **fields)
+
+
+def quiet_transformers() -> None:
+    """Keep a command's stderr for its own messages: no transformers progress bars (loading/saving a few
+    shards) and no advisory log lines (e.g. "Unrecognized keys" for our `ropescale_*` record keys)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()

@@ -21,6 +21,9 @@ import traceback
 COMMANDS: dict[str, str] = {
     "methods": "methods",
     "plan": "plan",
+    "extend": "extend",
+    "export": "export",
+    "generate": "generate",
     "finetune": "finetune",
 }
 

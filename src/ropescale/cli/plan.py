@@ -99,11 +99,11 @@ def _gguf_value(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ropescale.cli.model_config import load_config_json
+    from ropescale.models import read_config_dict
     from ropescale.export.runtimes import llamacpp_settings, vllm_settings
     from ropescale.rope import frequencies
 
-    config = load_config_json(args.model)
+    config = read_config_dict(args.model)
     derived = derive(config, args.head_dim)
     spec = build_spec(derived, args.method, args.target_length, args.rope_theta)
     head_dim, n = derived["head_dim"], args.target_length

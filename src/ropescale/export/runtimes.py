@@ -87,6 +87,16 @@ def vllm_settings(spec: RopeSpec, max_len: int, head_dim: int | None = None) -> 
 
 # ---------------------------------------------------------------- llama.cpp
 
+# transformers model_type -> llama.cpp architecture name (GGUF key prefix), where they differ
+# (convert_hf_to_gguf.py maps Mistral to the llama arch and GPT-NeoX to gptneox)
+GGUF_ARCH = {"mistral": "llama", "gpt_neox": "gptneox"}
+
+
+def gguf_arch(model_type: str | None) -> str:
+    """The GGUF architecture prefix of a transformers `model_type` (llama when unknown)."""
+    return GGUF_ARCH.get(model_type, model_type or "llama")
+
+
 
 def _llamacpp_default(spec, params, head_dim, arch):
     return ["--rope-freq-base", _num(params["rope_theta"])], {f"{arch}.rope.scaling.type": "none"}, []

@@ -221,8 +221,12 @@ def hf_init_function(method: str) -> Callable[..., tuple[torch.Tensor, float]]:
             raise ValueError(f"this init function computes {method!r}, but the config describes {spec!r}")
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         length = None if seq_len is None else int(seq_len)
-        inv_freq, attention_factor = frequencies(spec, head_dim, length)
-        return inv_freq.to(device) if device is not None else inv_freq, attention_factor
+        # from_pretrained builds the model under a meta default device, where frequencies()'s finiteness check
+        # cannot read values: compute on the CPU, then hand back a tensor where transformers' own init
+        # functions would put it (meta there; transformers' _init_weights calls us again once weights load)
+        with torch.device("cpu"):
+            inv_freq, attention_factor = frequencies(spec, head_dim, length)
+        return inv_freq.to(device if device is not None else torch.get_default_device()), attention_factor
 
     compute_parameters.__name__ = f"_compute_{METHODS[method].hf_type}_parameters"
     compute_parameters.__doc__ = f"ropescale's {method!r} for transformers: {METHODS[method].description}."

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -204,36 +203,19 @@ def _saved_dtype(model_name) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
 
 
-def _cast_keeping_ties(state: dict, prefix: str, dtype: torch.dtype) -> dict:
-    """`state` without `prefix`, cast to `dtype`; tensors that shared storage (tied embeddings) still share it,
-    so save_pretrained writes them once."""
-    cast: dict[int, torch.Tensor] = {}
-    return {k[len(prefix):]: cast.setdefault(v.data_ptr(), v.to(dtype))
-            for k, v in state.items() if k.startswith(prefix)}
+def _save_final(model, tokenizer, spec, output: Path, provenance: dict[str, Any]) -> None:
+    """The final model as a native checkpoint in the run directory, through `ropescale.export.hf.save_extended`
+    (both rope schemas, ropescale.json, README). save_extended replaces its whole target directory, so it writes
+    into `DIR/.final` and the files then move up one by one, leaving loss.csv and checkpoints/ in place."""
+    from ropescale.export.hf import save_extended
+    from ropescale.rope import RopeSpec
 
-
-def _save_final(model, tokenizer, spec, output: Path, state_dict: dict | None = None) -> None:
-    """Native transformers checkpoint in `output`: weights, tokenizer, config with `rope_parameters` and the legacy
-    `rope_theta`/`rope_scaling` keys (so 4.x and 5.x load it alike).
-
-    TODO(export): replace with `ropescale.export.hf.save_extended(model, tokenizer, spec, output_dir, overwrite)`
-    once it is in main; this local version exists only until then.
-    """
-    from ropescale.patch.apply import head_dim_of, rope_config
-
-    tmp = output / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
-    if spec is not None:
-        path = tmp / "config.json"
-        data = json.loads(path.read_text(encoding="utf-8"))
-        text = data.get("text_config", data) if "max_position_embeddings" not in data else data
-        text["rope_theta"], text["rope_scaling"] = spec.to_legacy_hf(head_dim_of(rope_config(model)))
-        write_json(path, data)
-    for item in tmp.iterdir():   # each file appears in place whole
+    if spec is None:   # trained as saved: the spec the model already has
+        spec = RopeSpec.from_hf(model.config)
+    staged = save_extended(model, tokenizer, spec, output / ".final", overwrite=True, provenance=provenance)
+    for item in staged.iterdir():
         os.replace(item, output / item.name)
-    tmp.rmdir()
+    staged.rmdir()
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -380,15 +362,13 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     # final checkpoint
     accelerator.wait_for_everyone()
     elapsed = elapsed_before + time.perf_counter() - t0
-    # every process takes part: under FSDP / ZeRO-3 this gathers the shards into one full state dict
-    gathered = accelerator.get_state_dict(model) if config.lora_rank is None else None
     if main:
         final = merge_lora(accelerator.unwrap_model(model).lm)
-        dtype = _saved_dtype(config.model)    # trained in fp32 (master weights); saved as the base was
-        final.to(dtype)
-        state_dict = None if gathered is None else _cast_keeping_ties(gathered, "lm.", dtype)
+        final.to(_saved_dtype(config.model))   # trained in fp32 (master weights); saved as the base was
         final.config.use_cache = True          # turned off for training only
-        _save_final(final, tokenizer, spec, output, state_dict)
+        _save_final(final, tokenizer, spec, output, provenance={
+            "source_model": config.model or "embedded", "finetuned": {"steps": config.steps, "tokens": tokens,
+                                                                      "final_loss": last_loss}})
         write_json(output / "training.json", {
             "settings": config.to_dict(), "rope": spec.to_hf() if spec is not None else None,
             "target_length": target_len, "seq_len": seq_len, "steps": config.steps,

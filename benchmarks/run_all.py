@@ -1,0 +1,11 @@
+"""Run every benchmark in turn (what `make bench` does); each writes benchmarks/results/*.json."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ["eval_memory.py", "finetune_step.py", "throughput.py", "scaling.py"]:
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script)], check=True)

@@ -1,0 +1,123 @@
+"""`ropescale export`: the settings that make transformers, vLLM or llama.cpp run a checkpoint as ropescale does.
+
+Reads config.json only (`RopeSpec.from_hf`); the runtime settings come from `ropescale.export.runtimes` and
+`ropescale.export.hf`. Whatever a runtime cannot represent is printed as a "lost:" line naming the static
+equivalent used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+HELP = "print (or write as JSON) the transformers config keys, vLLM flags or llama.cpp flags for a checkpoint"
+
+TARGETS = ("hf", "vllm", "llamacpp")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ropescale.cli.common import add_model_argument, positive_int
+
+    add_model_argument(parser)
+    parser.add_argument("--to", required=True, choices=TARGETS, help="runtime: " + ", ".join(TARGETS))
+    parser.add_argument("--max-len", type=positive_int, default=None,
+                        help="longest sequence to serve (default: L0 x factor of the checkpoint's rope)")
+    parser.add_argument("--output", default=None, help="also write the settings to this JSON file")
+    parser.add_argument("--write-config", action="store_true",
+                        help="--to hf only: rewrite the checkpoint's config.json with both rope schemas")
+
+
+def default_max_len(spec, config: dict[str, Any]) -> int:
+    """L0·factor (what the spec was made for), else the config's max_position_embeddings."""
+    if spec.original_max_position_embeddings:
+        return int(round(spec.original_max_position_embeddings * spec.factor))
+    if not config.get("max_position_embeddings"):
+        raise ValueError("--max-len is needed: config.json has neither original_max_position_embeddings nor "
+                         "max_position_embeddings")
+    return int(config["max_position_embeddings"])
+
+
+def _hf(spec, derived, config, max_len) -> dict[str, Any]:
+    from ropescale.export.hf import hf_config_keys, loading_note, needs_ropescale
+
+    keys = hf_config_keys(spec, derived["head_dim"], _text(config).get("model_type"))
+    lossy = [loading_note(spec)] if needs_ropescale(spec) else []
+    return {"config": keys, "lossy": lossy}
+
+
+def _vllm(spec, derived, config, max_len) -> dict[str, Any]:
+    from ropescale.export.runtimes import vllm_settings
+
+    return vllm_settings(spec, max_len, derived["head_dim"])
+
+
+def _llamacpp(spec, derived, config, max_len) -> dict[str, Any]:
+    from ropescale.export.runtimes import gguf_arch, llamacpp_settings
+
+    return llamacpp_settings(spec, max_len, derived["head_dim"], arch=gguf_arch(_text(config).get("model_type")))
+
+
+_EXPORTERS = {"hf": _hf, "vllm": _vllm, "llamacpp": _llamacpp}
+
+
+def _text(config: dict[str, Any]) -> dict[str, Any]:
+    from ropescale.cli.plan import _text_config
+
+    return _text_config(config)
+
+
+def _lines(target: str, model: str, settings: dict[str, Any]) -> list[str]:
+    if target == "hf":
+        body = ["config.json keys (transformers 5 rope_parameters + 4.x rope_theta/rope_scaling):",
+                *(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in settings["config"].items())]
+    elif target == "vllm":
+        body = [f"vllm serve {model} {settings['command']}"]
+    else:
+        gguf = ", ".join(f"{k} = {f'[{len(v)} values]' if isinstance(v, list) else json.dumps(v)}"
+                         for k, v in settings["gguf"].items())
+        body = [f"llama-server -m model.gguf {' '.join(settings['flags'])}", f"GGUF metadata: {gguf}"]
+    return body + [f"lost: {note}" for note in settings["lossy"]]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ropescale.cli.plan import derive
+    from ropescale.models import read_config_dict, resolve_model
+
+    if args.write_config and args.to != "hf":
+        raise ValueError("--write-config applies only to --to hf")
+    config = read_config_dict(args.model)
+    derived = derive(config)
+    spec = derived["current"]
+    max_len = args.max_len or default_max_len(spec, config)
+    settings = _EXPORTERS[args.to](spec, derived, config, max_len)
+    result = {"target": args.to, "model": str(args.model or "embedded"), "spec": repr(spec), "max_len": max_len,
+              **settings}
+    print(f"{args.to}: {spec!r}, up to {max_len} tokens")
+    print("\n".join(_lines(args.to, str(args.model or "embedded"), settings)))
+    if args.output:
+        _write_json_atomic(args.output, result)
+        print(f"wrote {args.output}")
+    if args.write_config:
+        from pathlib import Path
+
+        path = Path(resolve_model(args.model)) / "config.json"
+        _text(config).update(settings["config"])
+        _write_json_atomic(path, config)
+        print(f"rewrote {path}")
+    return 0
+
+
+def _write_json_atomic(path, data: dict[str, Any]) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"--output {str(path)!r} is a directory; give a file path for the JSON")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)

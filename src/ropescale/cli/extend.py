@@ -1,0 +1,35 @@
+"""`ropescale extend`: rescale a model's RoPE training-free and save a checkpoint that runtimes load as it is."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "rescale a model's RoPE (no training) and save a checkpoint directory that loads with from_pretrained"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ropescale.cli.common import add_model_argument, add_spec_arguments
+
+    add_model_argument(parser)
+    add_spec_arguments(parser, required=True)
+    parser.add_argument("--output", required=True, help="checkpoint directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists and is not empty")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ropescale.cli.common import quiet_transformers, spec_from_args
+    from ropescale.export.hf import check_output_dir, loading_note, save_extended
+    from ropescale.models import load_model, load_tokenizer
+    from ropescale.patch import apply
+
+    quiet_transformers()
+    check_output_dir(args.output, args.overwrite)  # before the model is loaded: fail fast
+    model = load_model(args.model)
+    spec = spec_from_args(args, model)  # a model without RoPE is refused here, one of the wrong type by apply
+    apply(model, spec)
+    output = save_extended(model, load_tokenizer(args.model), spec, args.output, args.overwrite,
+                           provenance={"source": str(args.model or "embedded"), "command": "extend"})
+    print(f"wrote {output}: {spec!r}, max_position_embeddings {model.config.max_position_embeddings}")
+    print(f"loading: {loading_note(spec)}")
+    return 0
+
