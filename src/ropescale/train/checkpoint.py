@@ -1,7 +1,8 @@
 """The run directory: checks before a run, atomic checkpoints, resume, and the per-step loss curve.
 
 Layout of `--output DIR`:
-    DIR/config.json, model.safetensors, tokenizer*   the final model (native transformers format)
+    DIR/config.json, model.safetensors, tokenizer*,  the final model (native transformers format, written by
+        ropescale.json, README.md                    ropescale.export.hf.save_extended)
     DIR/training.json                                settings, steps, tokens, time, final loss, versions
     DIR/loss.csv                                     one row per optimizer step, appended and flushed
     DIR/checkpoints/step-0000020/                    accelerate state (model, optimizer, scheduler, RNG of
