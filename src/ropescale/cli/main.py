@@ -21,6 +21,8 @@ import traceback
 COMMANDS: dict[str, str] = {
     "methods": "methods",
     "plan": "plan",
+    "eval": "eval",
+    "report": "report",
 }
 
 
