@@ -77,10 +77,9 @@ def sentence_starts(tokenizer, haystack_ids: list[int]) -> list[int]:
 
 
 def insertion_point(starts_in_window: list[int], n_hay: int, depth: float) -> int:
-    """The sentence start at or before depth·n_hay (snapped back, as gkamradt does); the end for depth 1."""
+    """The sentence start at or before depth·n_hay (snapped back, as gkamradt does), so the needle always
+    follows a complete sentence; depth 1 is the last sentence end of the haystack."""
     target = round(depth * n_hay)
-    if target >= n_hay:
-        return n_hay
     return max(s for s in starts_in_window if s <= target)
 
 
