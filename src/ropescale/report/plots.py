@@ -47,6 +47,10 @@ def _mark_l0(ax, l0s: list[int]) -> None:
                     textcoords="offset points", fontsize=8, color="0.3")
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_DASHES = ("-", "--", ":")
+
+
 def _null_locator():
     from matplotlib.ticker import NullLocator
 
@@ -72,11 +76,13 @@ def perplexity_figure(rows, path: Path) -> Path | None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     lengths = sorted({n for values in ppl.values() for n in values})
-    for key, s in series.items():
+    for i, (key, s) in enumerate(series.items()):
         for ax, data in zip(axes, (ppl, bpb)):
             values = data.get(key, {})
             xs = sorted(values)
-            ax.plot(xs, [values[x] for x in xs], marker="o", label=s.label)
+            # marker and dash vary too, so series that coincide (e.g. all methods at L0) stay visible
+            ax.plot(xs, [values[x] for x in xs], marker=_MARKERS[i % len(_MARKERS)],
+                    linestyle=_DASHES[(i // len(_MARKERS)) % len(_DASHES)], label=s.label, alpha=0.85)
     values = [v for data in ppl.values() for v in data.values() if math.isfinite(v) and v > 0]
     wide = bool(values) and max(values) / min(values) > 10  # a diverging method: log scale keeps both readable
     if wide:
