@@ -93,7 +93,9 @@ def load_config(name: str | None):
     from transformers import AutoConfig
 
     from ropescale.models import resolve_model
+    from ropescale.patch import register_rope_types
 
+    register_rope_types()  # a saved dynamic-yarn checkpoint names ropescale's own rope type
     resolved = resolve_model(name)
     try:
         return AutoConfig.from_pretrained(resolved)
