@@ -113,4 +113,40 @@ def text_file(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("data") / "text.txt"
     path.write_text(embedded_corpus("train")[0].text[:40_000], encoding="utf-8")
+
+# ---- a random model that speaks the embedded tokenizer (vocab 4096), for evaluation and CLI tests
+
+
+@pytest.fixture(scope="session")
+def lm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from ropescale import embedded_model_path
+
+    return AutoTokenizer.from_pretrained(embedded_model_path())
+
+
+def tiny_lm_config(tokenizer, **overrides):
+    return tiny_llama_config(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, **overrides)
+
+
+@pytest.fixture
+def tiny_lm(lm_tokenizer):
+    """(random tiny Llama with L0 = 64, the embedded tokenizer)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_lm_config(lm_tokenizer)).eval(), lm_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory, lm_tokenizer):
+    """A saved checkpoint directory of a random tiny Llama (L0 = 64) with the embedded tokenizer."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_lm")
+    LlamaForCausalLM(tiny_lm_config(lm_tokenizer)).save_pretrained(path)
+    lm_tokenizer.save_pretrained(path)
     return path

@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "generate": "generate",
     "finetune": "finetune",
+    "eval": "eval",
+    "report": "report",
 }
 
 

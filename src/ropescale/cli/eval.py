@@ -1,0 +1,155 @@
+"""`ropescale eval TASK`: perplexity against length, passkey, needle in a haystack, short-context regression.
+
+    ropescale eval perplexity --lengths 256,512,1024,2048,4096 --method yarn --factor 16 --output results.jsonl
+    ropescale eval passkey --depths 0,0.5,1 --trials 10 --method dynamic --factor 16
+    ropescale eval needle --model out/ckpt --lengths 1024,2048
+    ropescale eval short-context --method yarn --factor 16          # perplexity at L0 vs the unscaled model
+
+Rows go to --output (JSON lines), one finished cell at a time; rerunning the same command skips finished cells.
+`ropescale report` draws the plots and report.md from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ropescale.cli.common import add_model_argument, add_spec_arguments, int_list, positive_int, spec_from_args
+
+HELP = "evaluate a model at long context: perplexity, passkey, needle, short-context (rows to results.jsonl)"
+
+# task -> the task-specific flags it reads (flag dest -> task field); any other task flag given is an error
+TASK_FLAGS: dict[str, dict[str, str]] = {
+    "perplexity": {"lengths": "lengths", "data": "data", "split": "split", "text_field": "text_field",
+                   "stride": "stride", "max_windows": "max_windows", "batch_size": "batch_size",
+                   "chunk_size": "chunk_size"},
+    "passkey": {"lengths": "lengths", "depths": "depths", "trials": "trials", "seed": "seed", "digits": "digits",
+                "filler": "filler", "batch_size": "batch_size"},
+    "needle": {"lengths": "lengths", "depths": "depths", "trials": "trials", "seed": "seed", "haystack": "haystack",
+               "needle": "needle", "question": "question", "answer": "answer", "batch_size": "batch_size"},
+    "short-context": {"data": "data", "split": "split", "text_field": "text_field", "max_windows": "max_windows",
+                      "baseline_model": "baseline_model", "batch_size": "batch_size", "chunk_size": "chunk_size"},
+}
+_ALL_TASK_FLAGS = sorted({dest for flags in TASK_FLAGS.values() for dest in flags} | {"n_depths"})
+
+
+def unit_float_list(text: str) -> list[float]:
+    """'0,0.25,1' -> [0.0, 0.25, 1.0]; every item a number in [0, 1]."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [float(t) for t in items]
+    except ValueError:
+        values = []
+    if not values or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers in [0, 1], got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", choices=list(TASK_FLAGS), help="what to measure")
+    add_model_argument(parser)
+    add_spec_arguments(parser)
+    parser.add_argument("--output", default="results.jsonl", help="results file, appended (default: %(default)s)")
+    parser.add_argument("--label", default=None, help="model name written in the rows (default: the --model value)")
+    parser.add_argument("--lengths", type=int_list, default=None,
+                        help="comma-separated lengths in tokens (default: 1,2,4,8,16 × L0)")
+    parser.add_argument("--data", default=None, help="perplexity text: 'embedded' (held-out plays; default), a "
+                        ".txt/.jsonl file, a folder, or hf:NAME")
+    parser.add_argument("--split", default=None, help="split of --data for embedded and hf: sources (default: eval)")
+    parser.add_argument("--text-field", dest="text_field", default=None, help="JSON field holding the text")
+    parser.add_argument("--stride", type=positive_int, default=None,
+                        help="sliding-window perplexity: score only the last STRIDE tokens of each window")
+    parser.add_argument("--max-windows", dest="max_windows", type=positive_int, default=None,
+                        help="score at most this many windows per length (default: all the text)")
+    depths = parser.add_mutually_exclusive_group()
+    depths.add_argument("--depths", type=unit_float_list, default=None,
+                        help="comma-separated depths in [0, 1] (default: 0,0.25,0.5,0.75,1)")
+    depths.add_argument("--n-depths", dest="n_depths", type=positive_int, default=None,
+                        help="this many depths evenly spread over [0, 1]")
+    parser.add_argument("--trials", type=positive_int, default=None, help="trials per cell (passkey 10, needle 5)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the keys / haystack offsets (default 0)")
+    parser.add_argument("--digits", type=positive_int, default=None, help="passkey digits (default 5)")
+    parser.add_argument("--filler", type=Path, default=None, help="text file replacing the passkey filler")
+    parser.add_argument("--haystack", type=Path, default=None, help="text file for the needle haystack "
+                        "(default: the held-out plays)")
+    parser.add_argument("--needle", default=None, help="the needle sentence")
+    parser.add_argument("--question", default=None, help="the question, ending where the answer starts")
+    parser.add_argument("--answer", default=None, help="the answer span (must occur in the needle)")
+    parser.add_argument("--baseline-model", dest="baseline_model", default=None,
+                        help="short-context baseline (default: the model without --method)")
+    parser.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None,
+                        help="windows / trials per forward pass (default: perplexity 1, passkey and needle 8)")
+    parser.add_argument("--chunk-size", dest="chunk_size", type=positive_int, default=None,
+                        help="positions per logits chunk (default 1024)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                        help="model weights dtype (default: %(default)s; RoPE math stays fp32)")
+
+
+def _read_text(flag: str, path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{flag} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{flag} {str(path)!r} is a directory; give a text file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{flag} {str(path)!r} is not UTF-8 text (invalid byte at offset {err.start})") from None
+    if not text.strip():
+        raise ValueError(f"{flag} {str(path)!r} holds no text")
+    return text
+
+
+def _task_fields(args: argparse.Namespace) -> dict:
+    """The task's constructor arguments from the flags; a flag the task does not read is an error."""
+    from ropescale.evaluate.passkey import depth_grid
+
+    reads = TASK_FLAGS[args.task]
+    stray = [d for d in _ALL_TASK_FLAGS if getattr(args, d) is not None and d not in reads
+             and not (d == "n_depths" and "depths" in reads)]
+    if stray:
+        flags = ", ".join("--" + d.replace("_", "-") for d in stray)
+        raise ValueError(f"{flags} do(es) not apply to `eval {args.task}`")
+    fields = {field: getattr(args, dest) for dest, field in reads.items() if getattr(args, dest) is not None}
+    if args.n_depths is not None:
+        fields["depths"] = depth_grid(args.n_depths)
+    if "filler" in fields:
+        fields["filler_name"] = str(args.filler)
+        fields["filler"] = _read_text("--filler", args.filler)
+    if "haystack" in fields:
+        fields["haystack_name"] = str(args.haystack)
+        fields["haystack"] = _read_text("--haystack", args.haystack)
+    return fields
+
+
+def _summary(rows) -> list[str]:
+    cells: dict[tuple, list[str]] = {}
+    for row in rows:
+        where = f"length {row.length}" + ("" if row.depth is None else f" depth {row.depth:g}")
+        cells.setdefault((row.length, row.depth, where), []).append(f"{row.metric} {row.value:.4g}")
+    return [f"  {key[2]}: " + ", ".join(parts) for key, parts in cells.items()]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ropescale.evaluate import TASK_CLASSES, ResultsFile, evaluate
+    from ropescale.evaluate.driver import load_config
+
+    task = TASK_CLASSES[args.task](**_task_fields(args))
+    output = ResultsFile(args.output)
+    if output.path.is_dir():
+        raise ValueError(f"--output {args.output!r} is a directory; give a .jsonl file")
+    if output.path.exists():
+        output.read()  # a corrupt results file fails now, with its line number, not after an hour of work
+    config = load_config(args.model)
+    spec = spec_from_args(args, config)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = evaluate(task, args.model, output=output, spec=spec, label=args.label, device=device,
+                    dtype=getattr(torch, args.dtype))
+    if not rows:
+        print(f"{args.task}: every cell is already in {args.output}; nothing to do")
+        return 0
+    print(f"{args.task}: wrote {len(rows)} rows to {args.output}")
+    print("\n".join(_summary(rows)))
+    return 0

@@ -1,0 +1,20 @@
+"""`ropescale report results.jsonl [more.jsonl ...] --output DIR`: plots and report.md from results files."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "draw perplexity/passkey/needle/scaling plots and write report.md from results files"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", help="results files written by `ropescale eval`")
+    parser.add_argument("--output", default="report", help="folder for the PNGs and report.md (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ropescale.report import write_report
+
+    for path in write_report(args.results, args.output):
+        print(path)
+    return 0

@@ -1,0 +1,211 @@
+"""The one evaluation driver: load once, skip finished cells, measure the rest, write each cell as it finishes.
+
+Every task (perplexity, passkey, needle, short-context) is a small object that lists its cells and measures one
+cell; the loop, the resume logic, the progress bar and the writing live here only.
+
+A task provides:
+    name: str                      the Result.task it writes
+    metrics: tuple[str, ...]       the metrics each cell writes (a cell is done when all are in the file)
+    settings() -> dict             what fixes its numbers besides model/rope/length/depth (data, trials, seed...)
+    cells(subject) -> list[Cell]   the grid (may depend on L0, e.g. default lengths)
+    prepare(model, tokenizer, subject)  once, only when some cell remains; sees the model *before* the spec is
+                                   applied (short-context measures its baseline there)
+    measure(model, tokenizer, cell) -> list[Measurement]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ropescale.evaluate.results import Result, ResultsFile, cell_key
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of a task's grid: a length in tokens, and a depth in [0, 1] for retrieval tasks."""
+
+    length: int
+    depth: float | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One metric of one cell, before the driver adds who and what was measured."""
+
+    metric: str
+    value: float
+    n: int
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is evaluated: the label written in rows, the rope it runs with, and the model's geometry.
+
+    spec: the spec applied on the fly (None: the model runs as saved). rope: the rope actually evaluated (the
+    spec, or the one read from the saved config), recorded in every row's settings so that a different
+    beta_fast or θ is a different cell, and so the report can draw its frequencies.
+    """
+
+    label: str
+    spec: Any  # RopeSpec | None
+    rope: Any  # RopeSpec
+    original_length: int  # L0 of the model as given
+    head_dim: int
+    model_name: str | None = None
+    dtype: str = "float32"  # weights dtype; part of the cell key (bf16 numbers differ from fp32)
+
+    @property
+    def method(self) -> str:
+        return self.rope.method
+
+    @property
+    def factor(self) -> float:
+        return float(self.rope.factor)
+
+
+class Task(Protocol):
+    name: str
+    metrics: tuple[str, ...]
+
+    def settings(self) -> dict: ...
+
+    def cells(self, subject: Subject) -> list[Cell]: ...
+
+    def prepare(self, model, tokenizer, subject: Subject) -> None: ...
+
+    def measure(self, model, tokenizer, cell: Cell) -> list[Measurement]: ...
+
+
+def rope_record(spec) -> dict:
+    """The spec as a plain dict (its set fields), for rows; `RopeSpec(**record)` rebuilds it."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(spec).items() if v is not None}
+
+
+def load_config(name: str | None):
+    """The transformers config of a model name (embedded, a directory, a Hub id), without loading weights."""
+    from transformers import AutoConfig
+
+    from ropescale.models import resolve_model
+    from ropescale.patch import register_rope_types
+
+    register_rope_types()  # a saved dynamic-yarn checkpoint names ropescale's own rope type
+    resolved = resolve_model(name)
+    try:
+        return AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"--model {resolved!r}: could not read its config ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+
+
+def make_subject(config, spec=None, label: str = "embedded", model_name: str | None = None,
+                 dtype: str = "float32") -> Subject:
+    """Who is measured: L0 and head_dim from the config as given, the rope from the spec or the config."""
+    from ropescale.patch import rope_config
+    from ropescale.patch.apply import head_dim_of
+    from ropescale.rope import RopeSpec
+
+    text = rope_config(config)
+    rope = spec if spec is not None else RopeSpec.from_hf(text)
+    return Subject(label=label, spec=spec, rope=rope, original_length=original_length(text),
+                   head_dim=head_dim_of(text), model_name=model_name, dtype=dtype)
+
+
+def original_length(config) -> int:
+    """L0: `original_max_position_embeddings` of an already scaled model, else `max_position_embeddings`
+    (the rule of `ropescale.patch.spec_for_model`)."""
+    from ropescale.patch import rope_config
+
+    text = rope_config(config)
+    return int(text.rope_parameters.get("original_max_position_embeddings") or text.max_position_embeddings)
+
+
+def _row_key(task: Task, subject: Subject, cell: Cell, settings: dict) -> tuple:
+    return cell_key(subject.label, subject.method, subject.factor, task.name, cell.length, cell.depth, settings)
+
+
+def remaining_cells(task: Task, subject: Subject, output: ResultsFile) -> list[Cell]:
+    """The cells of the task's grid that `output` does not yet hold completely, in grid order."""
+    done = output.completed()
+    settings = row_settings(task, subject)
+    return [c for c in task.cells(subject)
+            if not set(task.metrics) <= done.get(_row_key(task, subject, c, settings), set())]
+
+
+def row_settings(task: Task, subject: Subject) -> dict:
+    return {**task.settings(), "rope": rope_record(subject.rope), "dtype": subject.dtype}
+
+
+def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile, spec=None,
+             label: str | None = None, tokenizer=None, device: str | None = None, dtype=None,
+             progress: bool = True, on_cell: Callable[[Cell, list[Result]], None] | None = None) -> list[Result]:
+    """Run `task` on a model and append its rows to `output`; returns the rows written by this call.
+
+    model: a name (None/"embedded", a directory, a Hub id) or a loaded transformers model (then `tokenizer`
+    is required, and the model is patched in place when `spec` is given). spec: a RopeSpec applied with
+    `ropescale.apply` after loading, the same code path as a saved checkpoint. Cells already complete in
+    `output` are skipped; when none remains the weights are not even loaded. on_cell(cell, rows) is called
+    after each cell is written.
+    """
+    from ropescale.models import load_model, load_tokenizer
+
+    output = output if isinstance(output, ResultsFile) else ResultsFile(output)
+    loaded = model is not None and not isinstance(model, (str, Path))
+    if loaded and tokenizer is None:
+        raise TypeError("evaluate(model=<loaded model>) needs tokenizer=")
+    name = None if loaded else (None if model is None else str(model))
+    config = model.config if loaded else load_config(name)
+    if label is None:
+        label = type(model).__name__ if loaded else (name or "embedded")
+    import torch
+
+    weights = next(model.parameters()).dtype if loaded else (dtype or torch.float32)
+    subject = make_subject(config, spec, label=label, model_name=name, dtype=str(weights).removeprefix("torch."))
+
+    todo = remaining_cells(task, subject, output)
+    if not todo:
+        return []
+    if not loaded:
+        tokenizer = load_tokenizer(name)
+        model = load_model(name, dtype=dtype, device=device)
+    model.eval()
+    with torch.no_grad():
+        task.prepare(model, tokenizer, subject)
+    if spec is not None:
+        from ropescale.patch import apply
+
+        apply(model, spec)
+    return _measure_cells(task, model, tokenizer, subject, todo, output, progress, on_cell)
+
+
+def _measure_cells(task: Task, model, tokenizer, subject: Subject, cells: Sequence[Cell], output: ResultsFile,
+                   progress: bool, on_cell) -> list[Result]:
+    import torch
+    from tqdm.auto import tqdm
+
+    settings = row_settings(task, subject)
+    context = {"original_length": subject.original_length, "head_dim": subject.head_dim}
+    written: list[Result] = []
+    bar = tqdm(cells, desc=f"{task.name} {subject.label} {subject.method}×{subject.factor:g}", unit="cell",
+               disable=not progress)
+    for cell in bar:
+        bar.set_postfix(length=cell.length, **({} if cell.depth is None else {"depth": cell.depth}))
+        start = time.perf_counter()
+        with torch.no_grad():
+            measured = task.measure(model, tokenizer, cell)
+        seconds = round(time.perf_counter() - start, 3)
+        rows = [Result(model=subject.label, method=subject.method, factor=subject.factor, task=task.name,
+                       length=cell.length, depth=cell.depth, metric=m.metric, value=float(m.value), n=int(m.n),
+                       settings=settings, extra={**context, "seconds": seconds, **m.extra})
+                for m in measured]
+        output.append(rows)
+        written += rows
+        if on_cell is not None:
+            on_cell(cell, rows)
+    return written

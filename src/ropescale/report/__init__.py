@@ -1,0 +1,50 @@
+"""Plots and report.md from results files; never run during evaluation.
+
+    from ropescale.report import write_report
+    write_report(["results.jsonl"], "report/")   # -> perplexity.png, passkey.png, needle.png, scaling.png, report.md
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from ropescale.report.tables import EFFECTIVE_DEFINITION, effective_length, load_rows
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_report(results: Sequence[str | Path], output: str | Path) -> list[Path]:
+    """Read the results files, write the figures present in them and report.md into `output`; returns the paths.
+
+    Raises ValueError for a missing file, a corrupt line (named), or no rows.
+    """
+    from ropescale.report import markdown, plots
+
+    rows = load_rows(results)
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(output)!r} is a file; give a folder for the report")
+    figures = [plots.perplexity_figure(rows, out / "perplexity.png"),
+               plots.heatmap_figure(rows, "passkey", out / "passkey.png"),
+               plots.heatmap_figure(rows, "needle", out / "needle.png"),
+               plots.scaling_figure(rows, out / "scaling.png")]
+    figures = [f for f in figures if f is not None]
+    report = write_text_atomic(out / "report.md", markdown.render(rows, [str(r) for r in results], figures))
+    return figures + [report]
+
+
+__all__ = ["EFFECTIVE_DEFINITION", "effective_length", "load_rows", "write_report", "write_text_atomic"]
