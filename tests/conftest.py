@@ -113,6 +113,8 @@ def text_file(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("data") / "text.txt"
     path.write_text(embedded_corpus("train")[0].text[:40_000], encoding="utf-8")
+    return path
+
 
 # ---- a random model that speaks the embedded tokenizer (vocab 4096), for evaluation and CLI tests
 
