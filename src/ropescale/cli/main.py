@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "finetune",
     "eval": "eval",
     "report": "report",
+    "study": "study",
 }
 
 

@@ -10,11 +10,19 @@ HELP = "draw perplexity/passkey/needle/scaling plots and write report.md from re
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results files written by `ropescale eval`")
     parser.add_argument("--output", default="report", help="folder for the PNGs and report.md (default: %(default)s)")
+    parser.add_argument("--loss-curve", dest="loss_curves", action="append", default=None, metavar="RUN/loss.csv",
+                        help="a fine-tuning run's loss.csv, drawn in loss.png (repeatable; labelled by its folder)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ropescale.report import write_report
 
-    for path in write_report(args.results, args.output):
+    from pathlib import Path
+
+    curves = {}
+    for p in args.loss_curves or ():
+        name = Path(p).resolve().parent.name
+        curves[name if name not in curves else str(p)] = p
+    for path in write_report(args.results, args.output, loss_curves=curves):
         print(path)
     return 0
