@@ -39,7 +39,7 @@ def config_from_args(args: argparse.Namespace):
         overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.no_finetune:
         overrides["runs"] = []
-    config = StudyConfig.from_yaml(args.recipe, **overrides) if args.recipe else StudyConfig.from_dict(overrides)
+    config = StudyConfig.from_yaml(args.recipe, **overrides) if args.recipe else StudyConfig.from_dict({}, **overrides)
     if args.steps is not None:
         import dataclasses
 

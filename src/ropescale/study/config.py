@@ -7,7 +7,7 @@ A recipe has six parts; every key below is accepted and any other key raises Val
     lengths: [256, ..., 4096]       # evaluation lengths (null: 1, 2, 4, 8, 16 × L0)
     methods: [linear, ntk, ...]     # training-free methods compared against `default` (the unscaled model)
     eval: {max_windows: 4, ...}     # EvalSettings fields
-    finetune: {steps: 30, ...}      # FinetuneConfig fields shared by every run (same step budget each)
+    finetune: {steps: 80, ...}      # FinetuneConfig fields shared by every run (same step budget each)
     runs:                           # the fine-tune runs: a name, a method, and per-run FinetuneConfig fields
       - {name: yarn, method: yarn}
       - {name: yarn-pose, method: yarn, pose_window: 512}
@@ -30,6 +30,10 @@ DEFAULT_METHODS = ("linear", "ntk", "dynamic", "yarn", "dynamic-yarn")
 # keys of FinetuneConfig that the study sets itself, per run
 STUDY_OWNED = ("model", "method", "factor", "output", "resume", "overwrite")
 DTYPES = ("float32", "bfloat16", "float16")
+# the demo's fine-tuning budget (recipes/study-embedded.yaml explains each value)
+DEMO_FINETUNE = {"data": "embedded", "steps": 80, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 8,
+                 "schedule": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_checkpointing": False,
+                 "save_every": 10, "seed": 42}
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,13 @@ class StudyConfig:
     """Settings of `ropescale.study.run_study`; recipe keys are the field names (see the module docstring)."""
 
     output: str | None = None
-    model: str | None = None
+    model: str | None = "embedded"
     model_label: str | None = None          # the name rows carry for the base model (default: the --model value)
     factor: float = 16.0
     lengths: tuple[int, ...] | None = None  # None: 1, 2, 4, 8, 16 × L0
     methods: tuple[str, ...] = DEFAULT_METHODS
     eval: EvalSettings = field(default_factory=EvalSettings)
-    finetune: dict[str, Any] = field(default_factory=lambda: {"steps": 30})
+    finetune: dict[str, Any] = field(default_factory=lambda: dict(DEMO_FINETUNE))
     runs: tuple[FinetuneRun, ...] = field(default_factory=default_runs)
     launcher: tuple[str, ...] | None = None  # e.g. [accelerate, launch, --num_processes, "8"]: fine-tune in a
     #                                          subprocess `LAUNCHER -m ropescale finetune` (None: in process)

@@ -337,6 +337,10 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
                                                                                              config.factor),
         "seconds": round(time.perf_counter() - started, 3), "report": str(report),
         "stages": [dataclasses.asdict(t) for t in tallies]})
+    measured = sum(t.cells_measured for t in tallies)
+    trained = sum(t.steps_trained for t in tallies)
+    log(f"done in {time.perf_counter() - started:.0f} s: {measured} evaluation cells measured and {trained} "
+        f"fine-tuning steps trained in this run (the rest reused from {out})")
     log(f"report: {report}")
     return report
 

@@ -209,9 +209,10 @@ def finding_finetuned(entries, numbers, lengths, l0, factor) -> str | None:
         text += (f" With the same {after.removeprefix('after ')}, {winner[0].name} {verb} {loser[0].name} at "
                  f"{target} ({winner[1]:.3f} vs {loser[1]:.3f}, {_pct(winner[1] / loser[1] - 1)}).")
     free = {e.method: v for e, v in _at(entries, numbers, target, "training-free")}
-    gains = [f"{e.name} {free[e.method]:.3f} → {v:.3f}" for e, v in tuned if e.method in free]
+    gains = [f"{e.method} ×{e.factor:g}{f' ({e.strategy})' if e.strategy else ''} {free[e.method]:.3f} → {v:.3f}"
+             for e, v in tuned if e.method in free]
     if gains:
-        text += f" Training-free → fine-tuned at {target}: {', '.join(gains)}."
+        text += f" Fine-tuning changed bits/byte at {target}: {', '.join(gains)}."
     return text
 
 
