@@ -79,3 +79,13 @@ def test_shared_settings_then_run_settings(tmp_path):
     ft = config.finetune_config(config.runs[0], output=tmp_path / "run")
     assert (ft.steps, ft.lr, ft.seq_len, ft.save_every) == (7, 1e-3, 256, 1)   # YAML's 1e-3 string read as a float
     assert ft.output == str(tmp_path / "run")
+
+
+def test_the_recorded_recipe_loads_back_to_the_same_config(tmp_path):
+    import yaml
+
+    from ropescale.study.runner import _plain
+
+    config = StudyConfig.from_yaml(RECIPES / "study-llama2-7b.yaml")
+    path = _write(tmp_path, yaml.safe_dump(_plain(config.to_dict())))
+    assert StudyConfig.from_yaml(path) == config
