@@ -34,10 +34,10 @@ def write_report(results: Sequence[str | Path], output: str | Path) -> list[Path
     """
     from ropescale.report import markdown, plots
 
-    rows = load_rows(results)
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {str(output)!r} is a file; give a folder for the report")
+    rows = load_rows(results)
     figures = [plots.perplexity_figure(rows, out / "perplexity.png"),
                plots.heatmap_figure(rows, "passkey", out / "passkey.png"),
                plots.heatmap_figure(rows, "needle", out / "needle.png"),
