@@ -93,7 +93,8 @@ def foreign_checkpoint(tmp_path_factory, tiny_train_model_dir, make_tiny_model, 
     root = tmp_path_factory.mktemp("foreign")
     run = root / "run"
     code = main(["finetune", "--model", str(tiny_train_model_dir), "--method", "linear", "--factor", "2",
-                 "--steps", "1", "--warmup-steps", "0", "--save-every", "1", "--seq-len", "32", "--data", str(text_file), "--output", str(run)])
+                 "--steps", "1", "--warmup-steps", "0", "--save-every", "1", "--seq-len", "32", "--data", str(text_file),
+                 "--output", str(run)])
     assert code == 0
     other = make_tiny_model(root / "other-model", seed=1, intermediate_size=48)
     return {"run": str(run), "other": str(other), "data": str(text_file)}
@@ -223,7 +224,7 @@ def test_bad_input_is_one_clear_line(case, bad, capfd):
     _, argv, needle = case
     code = main(fill(argv, bad))
     out, err = capfd.readouterr()
-    print("MSG", case[0], "::", check_one_line(code, err, needle))
+    check_one_line(code, err, needle)
     assert "Traceback" not in out
 
 

@@ -13,7 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ropescale.cli.common import on_interrupt
     from ropescale.report import write_report
+
+    on_interrupt(args, lambda: f"each file in {args.output!r} is written atomically: whole or not yet there")
 
     for path in write_report(args.results, args.output):
         print(path)
