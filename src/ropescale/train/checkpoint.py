@@ -105,7 +105,8 @@ def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any],
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(".tmp-step-*"):   # left by a run killed while saving; never a checkpoint
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
