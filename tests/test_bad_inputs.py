@@ -93,8 +93,8 @@ def foreign_checkpoint(tmp_path_factory, tiny_train_model_dir, make_tiny_model, 
     root = tmp_path_factory.mktemp("foreign")
     run = root / "run"
     code = main(["finetune", "--model", str(tiny_train_model_dir), "--method", "linear", "--factor", "2",
-                 "--steps", "1", "--warmup-steps", "0", "--save-every", "1", "--seq-len", "32", "--data", str(text_file),
-                 "--output", str(run)])
+                 "--steps", "1", "--warmup-steps", "0", "--save-every", "1", "--seq-len", "32",
+                 "--data", str(text_file), "--output", str(run)])
     assert code == 0
     other = make_tiny_model(root / "other-model", seed=1, intermediate_size=48)
     return {"run": str(run), "other": str(other), "data": str(text_file)}
@@ -247,6 +247,7 @@ def test_every_message_is_its_own():
 # ------------------------------------------------------------------------------------------------ end to end
 
 SUBPROCESS_CASES = ["unknown-method", "factor-word", "model-corrupt-weights", "recipe-unknown-key",
+                    "finetune-corpus-too-short",
                     "corpus-not-utf8", "lengths-zero", "resume-without-checkpoint"]
 
 
