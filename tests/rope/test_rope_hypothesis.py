@@ -46,11 +46,14 @@ def inputs(draw):
                 kwargs[name] = draw(st.one_of(plausible, ANYTHING))
         elif name in used and (name in known.required or draw(st.booleans())):
             kwargs[name] = draw(plausible)
-    if "short_factor" in used:
-        n = max(1, head_dim // 2)
-        for name in ("short_factor", "long_factor"):
-            size = draw(st.sampled_from([n, n, n, max(1, n - 1)]))
-            kwargs[name] = draw(st.lists(st.floats(0.01, 100.0), min_size=size, max_size=size))
+    n = max(1, head_dim // 2)
+    for name in ("short_factor", "long_factor"):
+        size = draw(st.sampled_from([n, n, n, max(1, n - 1)]))
+        plausible = st.lists(st.floats(0.01, 100.0), min_size=size, max_size=size)
+        if wild and draw(st.booleans()):   # NaN/negative entries, wrong types, lists on methods that ignore them
+            kwargs[name] = draw(st.one_of(plausible, ANYTHING, st.lists(ANYTHING, min_size=size, max_size=size)))
+        elif "short_factor" in used:
+            kwargs[name] = draw(plausible)
     seq_len = draw(st.one_of(st.none(), st.integers(1, 10**7), st.integers(-5, 0)))
     return kwargs, head_dim, seq_len
 
@@ -78,3 +81,44 @@ def test_frequencies_are_sane_or_a_clean_error(case):
         # non-increasing up to fp32 rounding of the blends (a few ulps)
         assert bool((inv_freq[1:] <= inv_freq[:-1] * (1 + 1e-6)).all()), (spec, inv_freq)
     assert RopeSpec.from_hf(spec.to_hf(head_dim)) == spec
+
+
+HF_KEYS = ["rope_type", "type", "rope_theta", "factor", "original_max_position_embeddings", "attention_factor",
+           "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate", "low_freq_factor", "high_freq_factor",
+           "short_factor", "long_factor", "partial_rotary_factor", "ropescale_method", "ropescale_factor"]
+ROPE_TYPES = st.sampled_from(["default", "linear", "dynamic", "yarn", "llama3", "longrope", "dynamic_yarn", "bogus"])
+
+
+@st.composite
+def hf_configs(draw):
+    """A config dict as found in a config.json: rope_parameters (v5) or rope_theta/rope_scaling (4.x), any values."""
+    params = {k: draw(st.one_of(ROPE_TYPES if k in ("rope_type", "type") else PLAUSIBLE.get(k, ANYTHING), ANYTHING))
+              for k in draw(st.lists(st.sampled_from(HF_KEYS), unique=True, max_size=6))}
+    kwargs, head_dim, _ = draw(inputs())
+    try:   # half the time: a valid spec's own dict, with one key given any value
+        valid = RopeSpec(**kwargs).to_hf(head_dim) if draw(st.booleans()) else None
+    except (ValueError, TypeError):
+        valid = None
+    if valid is not None:
+        params = {**valid, **dict(list(params.items())[:1])}
+    config = {"max_position_embeddings": draw(st.one_of(st.integers(1, 2**20), ANYTHING))}
+    if draw(st.booleans()):
+        config["rope_parameters"] = params
+    else:
+        config["rope_theta"] = draw(st.one_of(PLAUSIBLE["rope_theta"], ANYTHING))
+        config["rope_scaling"] = draw(st.one_of(st.none(), st.just(params), ANYTHING))
+    return config, draw(st.sampled_from([4, 16, 64, 128]))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(hf_configs())
+def test_reading_any_config_gives_a_sane_spec_or_a_clean_error(case):
+    """What `ropescale plan/export/eval` read from a user's config.json: a spec that runs, or ValueError/TypeError."""
+    config, head_dim = case
+    try:
+        spec = RopeSpec.from_hf(config)
+        inv_freq, scale = frequencies(spec, head_dim)
+    except (ValueError, TypeError):
+        return
+    assert bool(torch.isfinite(inv_freq).all()) and bool((inv_freq > 0).all())
+    assert math.isfinite(scale) and scale > 0

@@ -86,3 +86,10 @@ def quiet_transformers() -> None:
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+
+
+def on_interrupt(args: argparse.Namespace, describe) -> None:
+    """Register what Ctrl-C should tell the user about this command's finished work: `describe()` returns one
+    sentence (where the results or the last checkpoint are, and how to continue); `ropescale.cli.main` prints it
+    after "interrupted" and exits with code 130."""
+    args._on_interrupt = describe

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ropescale.cli.common import add_model_argument, add_spec_arguments, int_list, positive_int, spec_from_args
+from ropescale.cli.common import (add_model_argument, add_spec_arguments, int_list, on_interrupt, positive_int,
+                                  spec_from_args)
 
 HELP = "evaluate a model at long context: perplexity, passkey, needle, short-context (rows to results.jsonl)"
 
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     task = TASK_CLASSES[args.task](**_task_fields(args))
     output = ResultsFile(args.output)
+    on_interrupt(args, lambda: f"every finished cell is in {args.output}; rerun the same command to measure the rest")
     if output.path.is_dir():
         raise ValueError(f"--output {args.output!r} is a directory; give a .jsonl file")
     if output.path.exists():

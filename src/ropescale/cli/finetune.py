@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ropescale.cli.common import add_model_argument, add_spec_arguments, finite_float, positive_int
+from ropescale.cli.common import add_model_argument, add_spec_arguments, finite_float, on_interrupt, positive_int
 
 HELP = "fine-tune a rescaled model at the target length (full, LoRA or PoSE; resumable; 1 CPU to N GPUs)"
 
@@ -87,5 +87,21 @@ def run(args: argparse.Namespace) -> int:
     from ropescale.train import finetune
 
     config = config_from_args(args)
+    if config.output:
+        on_interrupt(args, lambda: interrupt_note(config.output))
     finetune(config)
     return 0
+
+
+def interrupt_note(output: str) -> str:
+    """Where an interrupted run's work is: its last checkpoint (and how to continue), else the loss log."""
+    from pathlib import Path
+
+    from ropescale.train.checkpoint import LOSS_FILE, checkpoint_dirs
+
+    found = checkpoint_dirs(Path(output))
+    if found:
+        return (f"last checkpoint {found[-1]}, steps so far in {Path(output) / LOSS_FILE}; continue with the same "
+                "command and --resume")
+    return (f"no checkpoint was written yet (pass --save-every N to write them); steps so far in "
+            f"{Path(output) / LOSS_FILE}")

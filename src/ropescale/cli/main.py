@@ -6,7 +6,10 @@ Each sub-command lives in its own module under `ropescale.cli` and exposes:
     run(args) -> int | None            does the work (heavy imports inside, so `--help` stays fast)
 
 User-caused errors (ValueError, TypeError, OSError) end with one line on stderr and exit code 2;
-`--debug` shows the traceback instead. Anything else is reported as unexpected, with exit code 1.
+`--debug` shows the traceback too. Anything else is reported as unexpected, with exit code 1, in one line that
+names the log file holding the traceback (`error_log_path()`). Ctrl-C (SIGINT) ends with exit code 130 and one
+line saying where the finished work is: a command registers that sentence with
+`ropescale.cli.common.on_interrupt(args, describe)` once it knows its output paths.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import argparse
 import importlib
 import os
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 
 # sub-command name -> module under ropescale.cli; add a line here to add a command
 COMMANDS: dict[str, str] = {
@@ -55,30 +60,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_log_path() -> Path:
+    """Where the traceback of an unexpected error goes: $ROPESCALE_ERROR_LOG, else <tmp>/ropescale-last-error.log."""
+    return Path(os.environ.get("ROPESCALE_ERROR_LOG") or Path(tempfile.gettempdir()) / "ropescale-last-error.log")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _write_error_log(argv: list[str]) -> str:
+    """The current traceback (and the command that raised it) into the log; the sentence naming it."""
+    path = error_log_path()
+    try:
+        path.write_text("ropescale " + " ".join(argv) + "\n\n" + traceback.format_exc(), encoding="utf-8")
+    except OSError:
+        return "rerun with --debug for the traceback"
+    return f"traceback in {path} (or rerun with --debug)"
+
+
+def _interrupted(args) -> str:
+    describe = getattr(args, "_on_interrupt", None)
+    try:
+        where = describe() if describe is not None else None
+    except Exception:  # noqa: BLE001 - the note must never hide the interruption itself
+        where = None
+    return "interrupted" + (f"; {where}" if where else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("ROPESCALE_DEBUG") == "1"
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
             build_parser().print_help()
             return 2
+        from ropescale.cli.common import quiet_transformers
+
+        quiet_transformers()  # stderr is for our own lines: no weight-loading bars or advisory logs
         code = args._run(args)
         return int(code or 0)
     except KeyboardInterrupt:
-        print("ropescale: interrupted; finished results and the last checkpoint are kept on disk", file=sys.stderr)
+        print(f"ropescale: {_interrupted(args)}", file=sys.stderr, flush=True)
         return 130
     except (ValueError, TypeError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return 2
     except Exception as exc:  # a bug of ours, not the user's
         if debug:
             traceback.print_exc()
-        print(f"unexpected error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback",
-              file=sys.stderr)
+        print(f"unexpected error ({type(exc).__name__}: {_one_line(exc)}); {_write_error_log(argv)}",
+              file=sys.stderr, flush=True)
         return 1
 
 

@@ -33,10 +33,23 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) and "max_position_embeddings" not in config else config
 
 
+def _check_rotary(config: dict[str, Any]) -> None:
+    """ValueError when a model type transformers knows has no RoPE (GPT-2, OPT, MPT...): its config class, built
+    from the dict, has no rope_parameters. Unknown model types pass (plan reads only the dict)."""
+    from transformers import CONFIG_MAPPING
+
+    from ropescale.patch import rope_config
+
+    model_type = config.get("model_type")
+    if model_type in CONFIG_MAPPING:
+        rope_config(CONFIG_MAPPING[model_type].from_dict(config))
+
+
 def derive(config: dict[str, Any], head_dim: int | None = None) -> dict[str, Any]:
     """L0, θ, head_dim, partial_rotary_factor and the model's current spec, from a config.json dict."""
-    from ropescale.rope import RopeSpec
+    from ropescale.rope import RopeSpec, frequencies
 
+    _check_rotary(config)
     current = RopeSpec.from_hf(config)
     text = _text_config(config)
     l0 = current.original_max_position_embeddings or text.get("max_position_embeddings")
@@ -49,6 +62,7 @@ def derive(config: dict[str, Any], head_dim: int | None = None) -> dict[str, Any
     if not head_dim:
         raise ValueError("--head-dim: config.json has neither head_dim nor hidden_size/num_attention_heads; "
                          "pass --head-dim")
+    frequencies(current, int(head_dim))  # a saved spec that cannot run at this head_dim (longrope lists) fails here
     return {"current": current, "original_max_position_embeddings": int(l0), "rope_theta": current.rope_theta,
             "head_dim": int(head_dim), "partial_rotary_factor": current.partial_rotary_factor}
 

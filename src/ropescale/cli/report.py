@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "draw perplexity/passkey/needle/scaling plots and write report.md from results files"
 
@@ -15,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ropescale.cli.common import on_interrupt
     from ropescale.report import write_report
 
-    from pathlib import Path
-
+    on_interrupt(args, lambda: f"each file in {args.output!r} is written atomically: whole or not yet there")
     curves = {}
     for p in args.loss_curves or ():
         name = Path(p).resolve().parent.name

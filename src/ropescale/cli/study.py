@@ -48,10 +48,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ropescale.cli.common import quiet_transformers
+    from ropescale.cli.common import on_interrupt, quiet_transformers
     from ropescale.study import run_study
 
     quiet_transformers()
     config = config_from_args(args)
+    on_interrupt(args, lambda: f"finished evaluations ({config.output}/results.jsonl) and fine-tune checkpoints "
+                 f"({config.output}/runs/) are kept; rerun the same command to continue where it stopped")
     run_study(config)
     return 0

@@ -51,6 +51,21 @@ def stream_of(token_docs: Sequence[Sequence[int]], eos_id: int) -> list[int]:
     return [t for doc in token_docs for t in (*doc, eos_id)]
 
 
+def check_window(n_stream: int, length: int, bos_id: int | None, stride: int | None = None) -> int:
+    """ValueError naming the length when a stream of `n_stream` tokens cannot fill one window of `length` (or the
+    stride does not fit it); else the number of stream tokens per window."""
+    if length < 2:
+        raise ValueError(f"--lengths: a perplexity window needs at least 2 tokens, got {length}")
+    body = length - (bos_id is not None)
+    if n_stream < body:
+        raise ValueError(f"--lengths {length}: the text has only {n_stream} tokens (EOS included), one window "
+                         f"needs {body}; give more text with --data or a shorter length")
+    if stride is not None and not 1 <= stride <= length - 1:
+        raise ValueError(f"--stride must lie in [1, length - 1] = [1, {length - 1}] for length {length}, "
+                         f"got {stride}")
+    return body
+
+
 def windows(stream: Sequence[int], length: int, bos_id: int | None, stride: int | None = None,
             max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids [n, length], labels [n, length]) of the perplexity windows; see the module docstring.
@@ -59,15 +74,7 @@ def windows(stream: Sequence[int], length: int, bos_id: int | None, stride: int 
     scoring its last S targets (the first window all of them). max_windows keeps the first windows only.
     Raises ValueError naming the length when the stream cannot fill one window.
     """
-    if length < 2:
-        raise ValueError(f"--lengths: a perplexity window needs at least 2 tokens, got {length}")
-    body = length - (bos_id is not None)  # stream tokens per window
-    if len(stream) < body:
-        raise ValueError(f"--lengths {length}: the text has only {len(stream)} tokens (EOS included), one window "
-                         f"needs {body}; give more text with --data or a shorter length")
-    if stride is not None and not 1 <= stride <= length - 1:
-        raise ValueError(f"--stride must lie in [1, length - 1] = [1, {length - 1}] for length {length}, "
-                         f"got {stride}")
+    body = check_window(len(stream), length, bos_id, stride)  # stream tokens per window
     step = body if stride is None else stride
     starts = range(0, len(stream) - body + 1, step)
     starts = starts[:max_windows] if max_windows is not None else starts
@@ -223,6 +230,8 @@ class PerplexityTask:
         self._stream = stream_of(tokenize_documents(tokenizer, docs), tokenizer.eos_token_id)
         self._bytes = token_byte_lengths(tokenizer)
         self._bos = tokenizer.bos_token_id
+        for cell in self.cells(subject):  # fail before the first cell, not after hours of shorter ones
+            check_window(len(self._stream), cell.length, self._bos, self.stride)
 
     def measure(self, model, tokenizer, cell: Cell) -> list[Measurement]:
         ids, labels = windows(self._stream, cell.length, self._bos, self.stride, self.max_windows)

@@ -40,14 +40,14 @@ def write_report(results: Sequence[str | Path], output: str | Path, *,
     """
     from ropescale.report import markdown, plots
 
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(output)!r} is a file; give a folder for the report")
     rows = load_rows(results)
     if select is not None:
         rows = [r for r in rows if select(r)]
         if not rows:
             raise ValueError(f"results file(s) {', '.join(map(str, results))} hold no rows of this report")
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(output)!r} is a file; give a folder for the report")
     figures = [plots.perplexity_figure(rows, out / "perplexity.png"),
                plots.heatmap_figure(rows, "passkey", out / "passkey.png"),
                plots.heatmap_figure(rows, "needle", out / "needle.png"),

@@ -105,7 +105,8 @@ def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any],
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(".tmp-step-*"):   # left by a run killed while saving; never a checkpoint
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
@@ -144,10 +145,12 @@ class LossLog:
             self._file.flush()
 
     def _truncate(self, step: int) -> None:
-        """Drop rows written after the checkpoint we resume from: those steps run again."""
+        """Drop rows written after the checkpoint we resume from: those steps run again. A row cut short by a
+        kill (fewer columns) is dropped too."""
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        whole = [r for r in rows[1:] if len(r) == len(LOSS_COLUMNS) and r[0].isdigit() and r[-1]]
+        kept = [list(LOSS_COLUMNS)] + [r for r in whole if int(r[0]) <= step]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(kept)

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -212,6 +213,8 @@ def _save_final(model, tokenizer, spec, output: Path, provenance: dict[str, Any]
 
     if spec is None:   # trained as saved: the spec the model already has
         spec = RopeSpec.from_hf(model.config)
+    for stale in output.glob("..final.*"):   # save_extended temporaries (tmp-, old-) of a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     staged = save_extended(model, tokenizer, spec, output / ".final", overwrite=True, provenance=provenance)
     for item in staged.iterdir():
         os.replace(item, output / item.name)
