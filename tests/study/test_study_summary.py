@@ -69,8 +69,11 @@ def test_headline_table_has_one_row_per_entry_and_bolds_the_best(numbers):
 
 def test_findings_come_from_the_numbers(numbers):
     text = "\n".join(findings(ENTRIES, numbers, LENGTHS, L0, FACTOR))
-    assert "goes from 2.000 bits/byte at 256 to 5.000 at 1024 (+150.0 %)" in text
-    assert "Within 10% of the unscaled model's L0 value at 1024: yarn ×4; worse: default (no scaling), linear ×4" in text
+    assert "at 1024 (4×L0) the unscaled model scores 5.000 bits/byte (2.000 at L0); against it: yarn ×4 2.100 " \
+           "(-58.0 %), linear ×4 2.700 (-46.0 %)" in text
+    assert "Worse at 1024 than at a shorter length: default (no scaling) (2.000 at 256 → 5.000, +150.0 %), " \
+           "yarn ×4 (2.020 at 256 → 2.100, +4.0 %), linear ×4 (2.600 at 256 → 2.700, +3.8 %); best at 1024 " \
+           "itself: none." in text
     assert "at the target length 1024 (4×L0) bits/byte: yarn ×4 fine-tuned 1.900, yarn ×4 fine-tuned (PoSE 256) " \
            "1.980, linear ×4 fine-tuned 2.150" in text
     assert "yarn ×4 fine-tuned beats linear ×4 fine-tuned at 1024 (1.900 vs 2.150, -11.6 %)" in text
@@ -79,6 +82,12 @@ def test_findings_come_from_the_numbers(numbers):
     assert "changes by +1.2 % (yarn ×4 fine-tuned), +8.0 % (linear ×4 fine-tuned)" in text
     assert "Largest change after fine-tuning: +8.0 % (linear ×4 fine-tuned)" in text
     assert "longest: yarn ×4 fine-tuned (1024 tokens)" in text
+
+
+def test_a_method_that_keeps_improving_with_length_is_named(numbers):
+    numbers["yarn ×4"].bits_per_byte.update({512: 2.0, 1024: 1.9})
+    text = findings(ENTRIES, numbers, LENGTHS, L0, FACTOR)[0]
+    assert "yarn ×4 1.900 (-62.0 %), linear ×4" in text and text.endswith("best at 1024 itself: yarn ×4.")
 
 
 def test_findings_follow_the_numbers_when_linear_wins(numbers):

@@ -13,10 +13,6 @@ from dataclasses import dataclass, field
 from ropescale.evaluate.results import Result
 from ropescale.report.tables import EFFECTIVE_THRESHOLD, effective_length
 
-# a training-free method "holds" at a length when its bits/byte there is within this fraction of the unscaled
-# model's bits/byte at L0 (and "degrades" otherwise); stated in the finding itself
-HOLD_TOLERANCE = 0.10
-
 KINDS = ("baseline", "training-free", "fine-tuned")
 
 
@@ -146,27 +142,38 @@ def _at(entries: Sequence[Entry], numbers: dict[str, Numbers], length: int, kind
             if e.kind == kind and length in numbers[e.name].bits_per_byte]
 
 
+def _rise_past_best(values: dict[int, float], longest: int) -> tuple[int, float] | None:
+    """(best length, its bits/byte) when bits/byte at `longest` is worse than at a shorter length (at the 3
+    decimals shown), else None: with more context a model that uses it should only get better."""
+    best = min((n for n in values if n < longest), key=lambda n: values[n], default=None)
+    if best is None or round(values[longest], 3) <= round(values[best], 3):
+        return None
+    return best, values[best]
+
+
 def finding_training_free(entries, numbers, lengths, l0) -> str | None:
-    """Past L0: how the unscaled model degrades and which training-free methods hold at the longest length."""
+    """At the longest length: every training-free method against the unscaled model, and who gets worse past
+    its best length (the sign of a rope that stopped working) versus who keeps improving."""
     base = next((e for e in entries if e.kind == "baseline"), None)
     longest = max(lengths)
-    if base is None or longest <= l0:
+    if base is None or longest <= l0 or longest not in numbers[base.name].bits_per_byte:
         return None
     bpb = numbers[base.name].bits_per_byte
-    if l0 not in bpb or longest not in bpb:
-        return None
-    reference = bpb[l0]
-    series = [(base, bpb[longest])] + _at(entries, numbers, longest, "training-free")
-    holds = [e.name for e, v in series if v <= reference * (1 + HOLD_TOLERANCE)]
-    degrades = [e.name for e, v in series if v > reference * (1 + HOLD_TOLERANCE)]
-    methods = ", ".join(f"{e.name} {v:.3f}" for e, v in series[1:])
-    text = (f"**Without fine-tuning**, past L0 = {l0} the unscaled model goes from {reference:.3f} "
-            f"bits/byte at {l0} to {bpb[longest]:.3f} at {longest} ({_pct(bpb[longest] / reference - 1)})")
-    text += f"; at {longest} the training-free methods reach {methods}." if methods else "."
-    best = min(v for _, v in series)
-    text += (f" Within {HOLD_TOLERANCE:.0%} of the unscaled model's L0 value at {longest}: "
-             f"{', '.join(holds) or 'none'}; worse: {', '.join(degrades) or 'none'}. Best at {longest}: "
-             f"{', '.join(e.name for e, v in series if round(v, 3) == round(best, 3))} ({best:.3f}).")
+    reference = bpb[longest]
+    series = [(base, reference)] + sorted(_at(entries, numbers, longest, "training-free"), key=lambda item: item[1])
+    text = f"**Without fine-tuning**, at {longest} ({longest / l0:g}×L0) the unscaled model scores {reference:.3f} " \
+           "bits/byte" + (f" ({bpb[l0]:.3f} at L0)" if l0 in bpb else "")
+    if len(series) > 1:
+        text += "; against it: " + ", ".join(f"{e.name} {v:.3f} ({_pct(v / reference - 1)})" for e, v in series[1:])
+    rising, falling = [], []
+    for e, v in series:
+        turn = _rise_past_best(numbers[e.name].bits_per_byte, longest)
+        if turn is None:
+            falling.append(e.name)
+        else:
+            rising.append(f"{e.name} ({turn[1]:.3f} at {turn[0]} → {v:.3f}, {_pct(v / turn[1] - 1)})")
+    text += f". Worse at {longest} than at a shorter length: {', '.join(rising) or 'none'}"
+    text += f"; best at {longest} itself: {', '.join(falling) or 'none'}."
     return text
 
 
