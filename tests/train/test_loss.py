@@ -42,3 +42,17 @@ def test_shift_labels_ignores_padding():
     ids = torch.tensor([[5, 6, 7, 0]])
     labels = shift_labels(ids, attention_mask=torch.tensor([[1, 1, 1, 0]]))
     assert labels.tolist() == [[6, 7, -100, -100]]
+
+
+def test_auto_chunk_size_bounds_logits():
+    from ropescale.train.loss import LOGITS_BUDGET_ELEMENTS, auto_chunk_size
+
+    assert auto_chunk_size(1, 128256) * 128256 <= LOGITS_BUDGET_ELEMENTS
+    assert auto_chunk_size(4, 32000) == LOGITS_BUDGET_ELEMENTS // (4 * 32000)
+    assert auto_chunk_size(1, 10**9) == 16  # never below a useful minimum
+
+
+def test_default_chunking_equals_full_loss(tiny_llama):
+    ids = torch.randint(0, 97, (2, 40), generator=torch.Generator().manual_seed(5))
+    total, n = causal_lm_loss(tiny_llama, ids)
+    assert abs(total.item() / n - tiny_llama(ids, labels=ids).loss.item()) < 1e-5

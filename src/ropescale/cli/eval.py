@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None,
                         help="windows / trials per forward pass (default: perplexity 1, passkey and needle 8)")
     parser.add_argument("--chunk-size", dest="chunk_size", type=positive_int, default=None,
-                        help="positions per logits chunk (default 1024)")
+                        help="positions per logits chunk (default: 128 MiB of logits per chunk)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="model weights dtype (default: %(default)s; RoPE math stays fp32)")

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mem.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
                      default=None, help="keep activations instead of recomputing them (faster, more memory)")
     mem.add_argument("--loss-chunk-size", type=positive_int, default=None,
-                     help="positions per output-layer chunk in the loss (1024)")
+                     help="positions per output-layer chunk in the loss (default: 128 MiB of logits)")
     strat = parser.add_argument_group("strategies")
     strat.add_argument("--lora-rank", type=positive_int, default=None,
                        help="LoRA on q,k,v,o with trainable embeddings and norms (LongLoRA); merged on save")

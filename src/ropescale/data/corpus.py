@@ -7,6 +7,7 @@ held-out split shares no text with what the embedded model was trained on.
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 from dataclasses import dataclass
@@ -36,9 +37,14 @@ def embedded_corpus(split: str = "train") -> list[Document]:
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return list(_read_split(split))
+
+
+@functools.cache
+def _read_split(split: str) -> tuple[Document, ...]:
     path = CORPUS_DIR / f"{split}.jsonl.xz"
     if not path.is_file():
         raise ValueError(f"embedded corpus file {path} is missing; rebuild it with scripts/build_corpus.py")
     with lzma.open(path, "rt", encoding="utf-8") as f:
         docs = [Document(**json.loads(line)) for line in f if line.strip()]
-    return sorted(docs, key=lambda d: d.name)
+    return tuple(sorted(docs, key=lambda d: d.name))  # decompressed once per process; Documents are frozen

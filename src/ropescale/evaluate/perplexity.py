@@ -32,7 +32,7 @@ from ropescale.train.loss import IGNORE_INDEX, causal_lm_loss, shift_labels
 
 
 def window_nll(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-               chunk_size: int = 1024) -> tuple[float, int]:
+               chunk_size: int | None = None) -> tuple[float, int]:
     """Summed NLL (nats) and the scored-token count of windows [B, T] under `model`, without gradients.
 
     labels: [B, T] already shifted targets with IGNORE_INDEX where not scored (default: every next token).
@@ -178,7 +178,7 @@ class Score:
 
 
 def score_windows(model, ids: torch.Tensor, labels: torch.Tensor, byte_lengths: torch.Tensor,
-                  batch_size: int = 1, chunk_size: int = 1024) -> Score:
+                  batch_size: int = 1, chunk_size: int | None = None) -> Score:
     """NLL, token and byte totals of windows [n, T] with labels [n, T], `batch_size` windows per forward."""
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
@@ -209,7 +209,7 @@ class PerplexityTask:
     stride: int | None = None
     max_windows: int | None = None
     batch_size: int = 1
-    chunk_size: int = 1024
+    chunk_size: int | None = None
 
     name = "perplexity"
     metrics = ("nll", "perplexity", "bits_per_byte")

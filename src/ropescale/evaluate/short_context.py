@@ -30,7 +30,7 @@ class ShortContextTask:
     text_field: str = "text"
     max_windows: int | None = None
     batch_size: int = 1
-    chunk_size: int = 1024
+    chunk_size: int | None = None
 
     name = "short_context"
     metrics = ("perplexity", "baseline_perplexity", "relative_change")

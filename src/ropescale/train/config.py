@@ -57,7 +57,7 @@ class FinetuneConfig:
     seed: int = 42
     # memory
     gradient_checkpointing: bool = True
-    loss_chunk_size: int = 1024               # positions per output-layer chunk in the loss
+    loss_chunk_size: int | None = None        # positions per output-layer chunk in the loss (None: from vocab)
     # strategies
     lora_rank: int | None = None
     lora_alpha: float | None = None           # None = 2 * rank
@@ -74,9 +74,9 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_types(dataclasses.asdict(self))
-        for name in ("steps", "batch_size", "grad_accum", "loss_chunk_size", "keep_checkpoints", "pose_chunks"):
+        for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "pose_chunks"):
             _require(name, getattr(self, name) >= 1, "a positive integer")
-        for name in ("seq_len", "lora_rank", "pose_window", "save_every", "original_max_position_embeddings"):
+        for name in ("loss_chunk_size", "seq_len", "lora_rank", "pose_window", "save_every", "original_max_position_embeddings"):
             _require(name, getattr(self, name) is None or getattr(self, name) >= 1, "a positive integer")
         _require("seq_len", self.seq_len is None or self.seq_len >= 2, "an integer >= 2")
         _require("warmup_steps", self.warmup_steps >= 0, "an integer >= 0")

@@ -43,7 +43,7 @@ class CausalLMLoss(torch.nn.Module):
     whole sequence (`ropescale.train.loss.causal_lm_loss`).
     """
 
-    def __init__(self, lm: torch.nn.Module, chunk_size: int):
+    def __init__(self, lm: torch.nn.Module, chunk_size: int | None):
         super().__init__()
         self.lm = lm
         self.chunk_size = chunk_size
@@ -55,7 +55,7 @@ class CausalLMLoss(torch.nn.Module):
 
 
 def training_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                  chunk_size: int = 1024) -> torch.Tensor:
+                  chunk_size: int | None = None) -> torch.Tensor:
     """Mean next-token loss of one micro-batch, as the training step computes it (chunked logits; activation
     checkpointing is whatever the model has enabled)."""
     nll, n = CausalLMLoss(model, chunk_size)(input_ids, position_ids)

@@ -16,6 +16,16 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
 
+# fp32 logits per chunk: 2**25 elements = 128 MiB (cross-entropy keeps about one more such buffer). With
+# Llama 3's 128K vocabulary that is ~260 positions per chunk; with 32K, ~1000; a small vocabulary gets a few
+# thousand. Smaller chunks cost nothing measurable in time (benchmarks/eval_memory.py) and bound the memory.
+LOGITS_BUDGET_ELEMENTS = 2**25
+
+
+def auto_chunk_size(batch: int, vocab: int) -> int:
+    """Positions per chunk so that a chunk's logits [batch, chunk, vocab] stay within the budget."""
+    return max(16, LOGITS_BUDGET_ELEMENTS // max(1, batch * vocab))
+
 
 def output_logits_fn(model):
     """The map hidden [.., H] -> logits [.., V] of a transformers causal LM, with its logit post-processing.
@@ -87,14 +97,17 @@ def shift_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = 
 
 
 def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                   chunk_size: int = 1024, **kwargs) -> tuple[torch.Tensor, int]:
+                   chunk_size: int | None = None, **kwargs) -> tuple[torch.Tensor, int]:
     """Summed next-token NLL (nats) and the number of scored tokens, from chunked logits.
 
     `labels` defaults to the shifted `input_ids`; pass your own (already shifted) to score only some positions.
+    `chunk_size` None sizes chunks from the vocabulary (`auto_chunk_size`).
     Extra kwargs (position_ids, attention_mask, ...) go to the decoder.
     """
     if labels is None:
         labels = shift_labels(input_ids, kwargs.get("attention_mask"))
     hidden = final_hidden_states(model, input_ids, **kwargs)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(input_ids.shape[0], model.get_output_embeddings().weight.shape[0])
     nll = token_nll(output_logits_fn(model), hidden, labels, chunk_size)
     return nll.sum(), int((labels != IGNORE_INDEX).sum())
