@@ -50,14 +50,14 @@ class EvalSettings:
     passkey_seed: int = 0
     batch_size: int = 1               # perplexity windows per forward pass
     passkey_batch_size: int = 8       # passkey trials per forward pass
-    chunk_size: int = 1024            # positions per logits chunk
+    chunk_size: int | None = None     # positions per logits chunk (None: sized from the vocabulary)
     dtype: str = "float32"            # weights dtype for evaluation (bfloat16 for 7B models on GPUs)
     device: str | None = None         # None: cuda when available, else cpu
 
     def __post_init__(self):
-        for name in ("passkey_trials", "batch_size", "passkey_batch_size", "chunk_size"):
+        for name in ("passkey_trials", "batch_size", "passkey_batch_size"):
             _require(f"eval.{name}", _is_int(getattr(self, name)) and getattr(self, name) >= 1, "a positive integer")
-        for name in ("max_windows", "stride"):
+        for name in ("max_windows", "stride", "chunk_size"):
             value = getattr(self, name)
             _require(f"eval.{name}", value is None or (_is_int(value) and value >= 1), "a positive integer or null")
         _require("eval.passkey_seed", _is_int(self.passkey_seed), "an integer")
