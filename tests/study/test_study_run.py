@@ -42,7 +42,7 @@ def test_training_free_study_writes_results_report_and_figures(tiny_lm_dir, text
     report = run_study(tiny_study(tiny_lm_dir, text_file, out, runs=[]), progress=False, log=lambda _: None)
     assert report == out / "report.md"
     header, rows = headline(report)
-    assert header == ["model / method", "64 (L0)", "128 (2×L0)", "passkey (mean)", "effective length",
+    assert header == ["model / method", "64 (L0)", "128 (2×L0)", "passkey (mean)", "key bits/digit", "effective length",
                       "fine-tune steps", "fine-tune time"]
     assert rows == ["default (no scaling)", "linear ×2", "yarn ×2"]
     assert "## Findings" in report.read_text() and "the unscaled model scores" in report.read_text()

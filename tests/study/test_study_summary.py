@@ -34,8 +34,9 @@ def rows():
         for n, bpb, acc in zip(LENGTHS, BPB[e.name], PASSKEY[e.name]):
             out += [_row(e, "perplexity", n, "bits_per_byte", bpb, n=1000),
                     _row(e, "perplexity", n, "perplexity", 2 ** (3 * bpb), n=1000)]
-            out += [_row(e, "passkey", n, "accuracy", a, depth=d) for d, a in ((0.0, min(1, 2 * acc)),
-                                                                             (1.0, max(0, 2 * acc - 1)))]
+            for d, a in ((0.0, min(1, 2 * acc)), (1.0, max(0, 2 * acc - 1))):
+                out += [_row(e, "passkey", n, "accuracy", a, depth=d),
+                        _row(e, "passkey", n, "key_bits_per_digit", 3.3 * (1 - a), depth=d)]
         if e.name in SHORT:
             out.append(_row(e, "short_context", L0, "relative_change", SHORT[e.name]))
     out.append(Result(model="other", method="yarn", factor=4.0, task="perplexity", length=256, depth=None,
@@ -57,14 +58,14 @@ def test_collect_averages_depths_and_reads_short_context(numbers):
 
 def test_headline_table_has_one_row_per_entry_and_bolds_the_best(numbers):
     lines = headline_table(ENTRIES, numbers, LENGTHS, L0)
-    assert lines[0] == ("| model / method | 256 (L0) | 512 (2×L0) | 1024 (4×L0) | passkey (mean) | effective length | "
-                        "fine-tune steps | fine-tune time |")
+    assert lines[0] == ("| model / method | 256 (L0) | 512 (2×L0) | 1024 (4×L0) | passkey (mean) | key bits/digit | "
+                        "effective length | fine-tune steps | fine-tune time |")
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     body = {row[0]: row[1:] for row in cells}
     assert list(body) == [e.name for e in ENTRIES]
-    assert body["default (no scaling)"] == ["**2.000**", "3.000", "5.000", "0.50", "256", "", ""]
-    assert body["yarn ×4 fine-tuned"] == ["2.010", "**1.950**", "**1.900**", "1.00", "1024", "20", "2.1 min"]
-    assert body["linear ×4"][4] == "<256" and body["yarn ×4 fine-tuned (PoSE 256)"][-1] == "30 s"
+    assert body["default (no scaling)"] == ["**2.000**", "3.000", "5.000", "0.50", "1.65", "256", "", ""]
+    assert body["yarn ×4 fine-tuned"] == ["2.010", "**1.950**", "**1.900**", "1.00", "0.00", "1024", "20", "2.1 min"]
+    assert body["linear ×4"][5] == "<256" and body["yarn ×4 fine-tuned (PoSE 256)"][-1] == "30 s"
 
 
 def test_findings_come_from_the_numbers(numbers):

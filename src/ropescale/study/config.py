@@ -7,7 +7,7 @@ A recipe has six parts; every key below is accepted and any other key raises Val
     lengths: [256, ..., 4096]       # evaluation lengths (null: 1, 2, 4, 8, 16 × L0)
     methods: [linear, ntk, ...]     # training-free methods compared against `default` (the unscaled model)
     eval: {max_windows: 4, ...}     # EvalSettings fields
-    finetune: {steps: 80, ...}      # FinetuneConfig fields shared by every run (same step budget each)
+    finetune: {steps: 150, ...}      # FinetuneConfig fields shared by every run (same step budget each)
     runs:                           # the fine-tune runs: a name, a method, and per-run FinetuneConfig fields
       - {name: yarn, method: yarn}
       - {name: yarn-pose, method: yarn, pose_window: 512}
@@ -31,9 +31,9 @@ DEFAULT_METHODS = ("linear", "ntk", "dynamic", "yarn", "dynamic-yarn")
 STUDY_OWNED = ("model", "method", "factor", "output", "resume", "overwrite")
 DTYPES = ("float32", "bfloat16", "float16")
 # the demo's fine-tuning budget (recipes/study-embedded.yaml explains each value)
-DEMO_FINETUNE = {"data": "embedded", "steps": 80, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 8,
+DEMO_FINETUNE = {"data": "embedded", "steps": 150, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 15,
                  "schedule": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_checkpointing": False,
-                 "save_every": 10, "seed": 42}
+                 "save_every": 25, "seed": 42}
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ class EvalSettings:
     data: str = "embedded"            # perplexity text (ropescale.data.load_texts source)
     split: str = "eval"               # the held-out split of `data`
     text_field: str = "text"
-    max_windows: int | None = 4       # perplexity windows per length (None: all the text)
+    max_windows: int | None = 8       # perplexity windows per length (None: all the text)
     stride: int | None = None         # sliding-window perplexity (None: non-overlapping windows)
-    passkey_trials: int = 2           # keys per (length, depth) cell
+    passkey_trials: int = 3           # keys per (length, depth) cell
     passkey_depths: tuple[float, ...] = (0.0, 0.5, 1.0)
     passkey_seed: int = 0
     batch_size: int = 1               # perplexity windows per forward pass

@@ -357,6 +357,7 @@ def _plain(value):
 def write_study_report(out: Path, entries: list[Entry], tasks: Tasks, config: StudyConfig, lengths: list[int],
                        l0: int, loss_curves: dict[str, Path]) -> Path:
     """report.md that opens with the headline table and the findings, then every task's tables and figures."""
+    from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT
     from ropescale.evaluate.results import canonical
     from ropescale.report import write_report
     from ropescale.report.tables import load_rows
@@ -374,8 +375,10 @@ def write_study_report(out: Path, entries: list[Entry], tasks: Tasks, config: St
         "",
         f"Bits per byte of held-out text at each context length (lower is better; **bold**: best at that length). "
         f"Passkey: accuracy averaged over lengths and depths ({config.eval.passkey_trials} trial(s) × "
-        f"{len(config.eval.passkey_depths)} depth(s) per length); effective length: the longest length with "
-        "passkey accuracy ≥ 80 % at every length up to it. Fine-tune time: wall clock of the run.",
+        f"{len(config.eval.passkey_depths)} depth(s) per length), and key bits per digit (the key's teacher-forced "
+        f"NLL / ln 2 per digit; guessing pays log2 10 = {UNIFORM_BITS_PER_DIGIT:.2f}, retrieval ~0); effective "
+        "length: the longest length with passkey accuracy ≥ 80 % at every length up to it. Fine-tune time: wall "
+        "clock of the run.",
         "", "## Findings", "", *findings(entries, numbers, lengths, l0, config.factor), "", "---", ""]
     title = (f"ropescale study: {config.label}, L0 = {l0} → ×{config.factor:g} "
              f"({target_length(lengths, l0, config.factor)} tokens)")

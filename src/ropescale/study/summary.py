@@ -40,6 +40,7 @@ class Numbers:
     bits_per_byte: dict[int, float] = field(default_factory=dict)
     perplexity: dict[int, float] = field(default_factory=dict)
     passkey: dict[int, float] = field(default_factory=dict)
+    key_bits: dict[int, float] = field(default_factory=dict)   # passkey key bits per digit (guessing: 3.32)
     short_context_change: float | None = None   # perplexity at L0 / the base model's − 1
 
     @property
@@ -55,7 +56,8 @@ def collect(rows: Iterable[Result], entries: Sequence[Entry]) -> dict[str, Numbe
         mine = [r for r in rows if entry.owns(r)]
         numbers = Numbers(bits_per_byte=_by_length(mine, "perplexity", "bits_per_byte"),
                           perplexity=_by_length(mine, "perplexity", "perplexity"),
-                          passkey=_by_length(mine, "passkey", "accuracy"))
+                          passkey=_by_length(mine, "passkey", "accuracy"),
+                          key_bits=_by_length(mine, "passkey", "key_bits_per_digit"))
         change = [r.value for r in mine if r.task == "short_context" and r.metric == "relative_change"]
         numbers.short_context_change = change[-1] if change else None
         out[entry.name] = numbers
@@ -107,12 +109,13 @@ def _pct(value: float) -> str:
 
 def headline_table(entries: Sequence[Entry], numbers: dict[str, Numbers], lengths: Sequence[int],
                    l0: int) -> list[str]:
-    """Markdown lines: rows = entries, columns = bits/byte per length (best in bold), passkey accuracy averaged
-    over lengths and depths, effective length, fine-tuning steps and wall time (blank when training-free)."""
+    """Markdown lines: rows = entries, columns = bits/byte per length (best in bold), passkey accuracy and key bits
+    per digit averaged over lengths and depths, effective length, fine-tuning steps and wall time (blank when
+    training-free)."""
     best = {n: min((numbers[e.name].bits_per_byte[n] for e in entries if n in numbers[e.name].bits_per_byte
                     and math.isfinite(numbers[e.name].bits_per_byte[n])), default=None) for n in lengths}
-    header = ["model / method", *[_length_name(n, l0) for n in lengths], "passkey (mean)", "effective length",
-              "fine-tune steps", "fine-tune time"]
+    header = ["model / method", *[_length_name(n, l0) for n in lengths], "passkey (mean)", "key bits/digit",
+              "effective length", "fine-tune steps", "fine-tune time"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for e in entries:
         num = numbers[e.name]
@@ -122,9 +125,10 @@ def headline_table(entries: Sequence[Entry], numbers: dict[str, Numbers], length
             text = _num(value)
             cells.append(f"**{text}**" if value is not None and best[n] is not None and value == best[n] else text)
         passkey = sum(num.passkey.values()) / len(num.passkey) if num.passkey else None
+        key_bits = sum(num.key_bits.values()) / len(num.key_bits) if num.key_bits else None
         effective = num.effective_length
         eff = "" if not num.passkey else (f"<{min(num.passkey)}" if effective is None else str(effective))
-        lines.append("| " + " | ".join([e.name, *cells, _num(passkey, 2), eff,
+        lines.append("| " + " | ".join([e.name, *cells, _num(passkey, 2), _num(key_bits, 2), eff,
                                         "" if e.steps is None else str(e.steps), _duration(e.seconds)]) + " |")
     return lines
 
