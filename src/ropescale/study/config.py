@@ -43,8 +43,8 @@ class EvalSettings:
     data: str = "embedded"            # perplexity text (ropescale.data.load_texts source)
     split: str = "eval"               # the held-out split of `data`
     text_field: str = "text"
-    max_tokens: int | None = 32768    # perplexity on the first max_tokens tokens of `data` at every length (the
-    #                                   same text everywhere: 8 windows of 4096, 128 of 256); None: all of it
+    max_tokens: int | None = 16384    # perplexity on the first max_tokens tokens of `data` at every length (the
+    #                                   same text everywhere: 4 windows of 4096, 64 of 256); None: all of it
     max_windows: int | None = None    # and at most this many windows per length (None: no cap)
     stride: int | None = None         # sliding-window perplexity (None: non-overlapping windows)
     passkey_trials: int = 3           # keys per (length, depth) cell
