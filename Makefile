@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# the whole study on the embedded model (recipes/study-embedded.yaml); rerunning continues where it stopped
 demo: $(STAMP)
-	$(VENV)/bin/ropescale methods
-	$(VENV)/bin/ropescale plan --model examples/llama-2-7b --target-length 65536 --method yarn
+	$(VENV)/bin/ropescale study recipes/study-embedded.yaml --output demo-output
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -4,7 +4,10 @@ import pytest
 
 from ropescale.evaluate.results import Result, ResultsFile
 from ropescale.report import effective_length, write_report
+from ropescale.cli.main import main
+from ropescale.report.plots import read_loss_curve
 from ropescale.report.tables import by_length, load_rows
+from ropescale.train.checkpoint import LOSS_COLUMNS
 
 L0 = 256
 LENGTHS = [256, 512, 1024, 2048]
@@ -99,3 +102,46 @@ def test_missing_and_corrupt_files_are_errors(tmp_path, results_file):
     bad.write_text("garbage\n" + results_file.read_text())
     with pytest.raises(ValueError, match="line 1"):
         write_report([bad], tmp_path / "out")
+
+
+# ---- loss.png from fine-tuning runs' loss.csv, through write_report and `ropescale report --loss-curve`
+
+
+def loss_csv(path, losses):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [",".join(LOSS_COLUMNS)] + [f"{i + 1},{v},0.001,{128 * (i + 1)},{i * 0.5},1.0" for i, v in enumerate(losses)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_loss_curves_are_drawn_and_linked(results_file, tmp_path):
+    curves = {"yarn": loss_csv(tmp_path / "runs/yarn/loss.csv", [5.0, 4.0, 3.5, 3.2]),
+              "linear": loss_csv(tmp_path / "runs/linear/loss.csv", [5.0, 4.5, 4.2, 4.1])}
+    paths = write_report([results_file], tmp_path / "report", loss_curves=curves, title="T", preface=["first line"])
+    assert (tmp_path / "report" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert text.startswith("# T\n\nfirst line\n") and "![loss](loss.png)" in text
+    assert len(paths) == 6
+
+
+def test_read_loss_curve_and_its_errors(tmp_path):
+    assert read_loss_curve(loss_csv(tmp_path / "a/loss.csv", [2.0, 1.0])) == ([1.0, 2.0], [2.0, 1.0])
+    with pytest.raises(ValueError, match="does not exist"):
+        read_loss_curve(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="has no step and loss columns"):
+        read_loss_curve(tmp_path / "bad.csv")
+
+
+def test_select_keeps_some_rows_only(results_file, tmp_path):
+    write_report([results_file], tmp_path / "r", select=lambda row: row.method == "yarn")
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "| yarn ×8 |" in text and "| default |" not in text
+    with pytest.raises(ValueError, match="hold no rows of this report"):
+        write_report([results_file], tmp_path / "r2", select=lambda row: False)
+
+
+def test_cli_report_loss_curve(results_file, tmp_path, capsys):
+    curve = loss_csv(tmp_path / "runs/yarn/loss.csv", [3.0, 2.0])
+    assert main(["report", str(results_file), "--output", str(tmp_path / "r"), "--loss-curve", str(curve)]) == 0
+    assert str(tmp_path / "r" / "loss.png") in capsys.readouterr().out

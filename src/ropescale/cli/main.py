@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "finetune",
     "eval": "eval",
     "report": "report",
+    "study": "study",
 }
 
 

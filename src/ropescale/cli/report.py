@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "draw perplexity/passkey/needle/scaling plots and write report.md from results files"
 
@@ -10,6 +11,8 @@ HELP = "draw perplexity/passkey/needle/scaling plots and write report.md from re
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results files written by `ropescale eval`")
     parser.add_argument("--output", default="report", help="folder for the PNGs and report.md (default: %(default)s)")
+    parser.add_argument("--loss-curve", dest="loss_curves", action="append", default=None, metavar="RUN/loss.csv",
+                        help="a fine-tuning run's loss.csv, drawn in loss.png (repeatable; labelled by its folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from ropescale.report import write_report
 
     on_interrupt(args, lambda: f"each file in {args.output!r} is written atomically: whole or not yet there")
-
-    for path in write_report(args.results, args.output):
+    curves = {}
+    for p in args.loss_curves or ():
+        name = Path(p).resolve().parent.name
+        curves[name if name not in curves else str(p)] = p
+    for path in write_report(args.results, args.output, loss_curves=curves):
         print(path)
     return 0

@@ -2,13 +2,14 @@
 
     from ropescale.report import write_report
     write_report(["results.jsonl"], "report/")   # -> perplexity.png, passkey.png, needle.png, scaling.png, report.md
+    write_report(["results.jsonl"], "report/", loss_curves={"yarn": "runs/yarn/loss.csv"})   # + loss.png
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ropescale.report.tables import EFFECTIVE_DEFINITION, effective_length, load_rows
@@ -27,9 +28,14 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
-def write_report(results: Sequence[str | Path], output: str | Path) -> list[Path]:
+def write_report(results: Sequence[str | Path], output: str | Path, *,
+                 loss_curves: Mapping[str, str | Path] | None = None,
+                 select: Callable | None = None, title: str | None = None,
+                 preface: Sequence[str] = ()) -> list[Path]:
     """Read the results files, write the figures present in them and report.md into `output`; returns the paths.
 
+    loss_curves: label -> a fine-tuning run's loss.csv, drawn as loss.png. select(row) -> bool keeps only some
+    rows (e.g. a study's current settings). title and preface (markdown lines) open report.md.
     Raises ValueError for a missing file, a corrupt line (named), or no rows.
     """
     from ropescale.report import markdown, plots
@@ -38,12 +44,19 @@ def write_report(results: Sequence[str | Path], output: str | Path) -> list[Path
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {str(output)!r} is a file; give a folder for the report")
     rows = load_rows(results)
+    if select is not None:
+        rows = [r for r in rows if select(r)]
+        if not rows:
+            raise ValueError(f"results file(s) {', '.join(map(str, results))} hold no rows of this report")
     figures = [plots.perplexity_figure(rows, out / "perplexity.png"),
                plots.heatmap_figure(rows, "passkey", out / "passkey.png"),
                plots.heatmap_figure(rows, "needle", out / "needle.png"),
                plots.scaling_figure(rows, out / "scaling.png")]
+    if loss_curves:
+        figures.append(plots.loss_figure(loss_curves, out / "loss.png"))
     figures = [f for f in figures if f is not None]
-    report = write_text_atomic(out / "report.md", markdown.render(rows, [str(r) for r in results], figures))
+    text = markdown.render(rows, [str(r) for r in results], figures, title=title, preface=preface)
+    report = write_text_atomic(out / "report.md", text)
     return figures + [report]
 
 

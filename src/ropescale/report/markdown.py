@@ -40,9 +40,12 @@ def _effective_cell(accuracy: dict[int, float]) -> str:
     return f"<{min(accuracy)}" if length is None else str(length)
 
 
-def render(rows, sources: Sequence[str], figures: Sequence[Path]) -> str:
+def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str | None = None,
+           preface: Sequence[str] = ()) -> str:
+    """report.md: `title`, then `preface` (markdown lines, e.g. a study's headline table), then every task's
+    tables and the figures."""
     l0s = tables.original_lengths(rows)
-    lines = ["# ropescale evaluation report", "",
+    lines = [f"# {title or 'ropescale evaluation report'}", "", *preface, *([""] if preface else []),
              f"From {len(rows)} result rows in {', '.join(f'`{s}`' for s in sources)}. "
              f"L0 (the model's original context length): {', '.join(map(str, l0s)) or 'unknown'}.", ""]
 

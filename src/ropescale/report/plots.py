@@ -2,6 +2,7 @@
 
 - perplexity.png: perplexity and bits per byte against length, one line per series, log2 x, L0 marked;
 - passkey.png / needle.png: accuracy heat maps, length × depth, one panel per series, every cell annotated;
+- loss.png: the training loss of each fine-tuning run (its loss.csv) against the optimizer step;
 - scaling.png: each rope's per-dimension scaling factor (inv_freq ÷ default inv_freq at the same θ) against the
   dimension's original wavelength 2π/θ_i, dynamic methods drawn at their target length factor·L0. (abf records
   only its new θ, so against "default at the same θ" it draws 1.)
@@ -187,6 +188,52 @@ def scaling_figure(rows, path: Path) -> Path | None:
     ax.grid(True, alpha=0.3)
     _mark_l0(ax, sorted(l0s))
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), title="method")
+    fig.tight_layout()
+    try:
+        return save_atomic(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def read_loss_curve(path: str | Path) -> tuple[list[float], list[float]]:
+    """(steps, losses) of a fine-tuning run's loss.csv (`ropescale.train.checkpoint.LOSS_COLUMNS`); ValueError
+    naming the file when it is missing or lacks the step/loss columns."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"loss curve {str(path)!r} does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"step", "loss"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"loss curve {str(path)!r} has no step and loss columns")
+        points = [(float(r["step"]), float(r["loss"])) for r in reader if r.get("step") and r.get("loss")]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def loss_figure(curves, path: Path) -> Path | None:
+    """Training loss against optimizer step, one line per run (label -> loss.csv); None when no run logged a
+    step. The raw per-step loss is drawn faintly, with a moving average over ~5 % of the run on top."""
+    data = {label: read_loss_curve(p) for label, p in curves.items()}
+    data = {label: xy for label, xy in data.items() if xy[0]}
+    if not data:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, (label, (steps, losses)) in enumerate(data.items()):
+        color = f"C{i % 10}"
+        window = max(1, len(losses) // 20)
+        smooth = [sum(losses[max(0, j - window + 1): j + 1]) / len(losses[max(0, j - window + 1): j + 1])
+                  for j in range(len(losses))]
+        if window > 1:
+            ax.plot(steps, losses, color=color, alpha=0.25, linewidth=1)
+        ax.plot(steps, smooth, color=color, marker="o" if len(steps) <= 30 else None, markersize=3,
+                label=label + (f" (mean of {window} steps)" if window > 1 else ""))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (nats/token)")
+    ax.set_title("Fine-tuning loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right", title="run")
     fig.tight_layout()
     try:
         return save_atomic(fig, path)

@@ -1,0 +1,391 @@
+"""`run_study(config)`: the whole comparison — training-free methods, equal-budget fine-tuning, evaluation at
+every length, and a report — resumable at every step.
+
+Stages (each prints one line, then shows its own progress bars):
+
+1. baseline: the model as saved (`default`, no scaling): perplexity and passkey at every length;
+2. training-free: every method of `config.methods` at `config.factor`, same grid;
+3. fine-tune: every run of `config.runs` (same shared settings and step budget) into DIR/runs/NAME;
+4. fine-tuned: each fine-tuned checkpoint on the same grid, plus short-context perplexity at L0 against the base;
+5. report: report.md (headline table and findings first), PNGs (perplexity, passkey, scaling, loss curves).
+
+Resuming: every evaluation appends one finished cell at a time to DIR/results.jsonl and skips cells that are
+already there (`ropescale.evaluate.ResultsFile`); a run folder with training.json is reused (after checking it
+was trained with the same settings), one with a checkpoint continues from it (`finetune --resume`), and one
+without is started again. A rerun of a finished study loads no model at all: it only redraws the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ropescale.study.config import FinetuneRun, StudyConfig
+from ropescale.study.summary import Entry, collect, findings, headline_table, target_length
+
+RESULTS = "results.jsonl"
+RUNS = "runs"
+STUDY_RECORD = "study.json"
+# FinetuneConfig keys that do not change the trained weights: a finished run is reused whatever they say
+NOT_IN_THE_WEIGHTS = ("output", "resume", "overwrite", "save_every", "keep_checkpoints", "report_to")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One evaluated model: what to load, the spec to apply on the fly, the label its rows carry."""
+
+    entry: Entry
+    model: str | None      # None/"embedded", a directory, a Hub id
+    spec: Any = None       # RopeSpec | None
+    label: str = ""
+
+
+@dataclass
+class Tally:
+    """What one stage did in this invocation (a rerun of a finished study tallies zeros)."""
+
+    stage: str
+    seconds: float = 0.0
+    cells_measured: int = 0
+    steps_trained: int = 0
+    runs: dict[str, str] = dataclasses.field(default_factory=dict)   # run name -> trained|resumed|restarted|reused
+
+
+# ------------------------------------------------------------------------------------------ the tasks
+
+@dataclass(frozen=True)
+class Tasks:
+    perplexity: Any
+    passkey: Any
+    short_context: Any
+
+    def settings(self) -> dict[str, dict]:
+        """Result.task -> the settings its rows must carry (besides rope and dtype) to belong to this study."""
+        return {t.name: t.settings() for t in (self.perplexity, self.passkey, self.short_context)}
+
+
+def passkey_lengths(tokenizer, lengths: list[int], depths) -> list[int]:
+    """The lengths that hold a passkey prompt (the task line, the key line and the question need ~100 tokens;
+    a tiny L0 may be shorter)."""
+    from ropescale.evaluate.passkey import cell_prompts
+
+    def fits(length: int) -> bool:
+        try:
+            cell_prompts(tokenizer, length, depths[0], ["1" * 5], None)
+        except ValueError:
+            return False
+        return True
+
+    return [n for n in lengths if fits(n)]
+
+
+def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int]) -> Tasks:
+    from ropescale.evaluate import PasskeyTask, PerplexityTask, ShortContextTask
+
+    e = config.eval
+    text = {"data": e.data, "split": e.split, "text_field": e.text_field}
+    return Tasks(
+        perplexity=PerplexityTask(lengths=lengths, stride=e.stride, max_windows=e.max_windows,
+                                  batch_size=e.batch_size, chunk_size=e.chunk_size, **text),
+        passkey=PasskeyTask(lengths=passkey, depths=list(e.passkey_depths), trials=e.passkey_trials,
+                            seed=e.passkey_seed, batch_size=e.passkey_batch_size),
+        # the base model (not "the model without its spec": a fine-tuned model has no unscaled twin)
+        short_context=ShortContextTask(baseline_model=config.model or "embedded", max_windows=e.max_windows,
+                                       batch_size=e.batch_size, chunk_size=e.chunk_size, **text))
+
+
+# ------------------------------------------------------------------------------------------ entries
+
+def _spec(base_config, method: str, factor: float):
+    from ropescale.cli.common import spec_from_args
+
+    return spec_from_args(argparse.Namespace(method=method, factor=factor), base_config)
+
+
+def strategy_of(finetune_config) -> str:
+    """How a run deviates from full fine-tuning on full-length rows, for its table row ("" when it does not)."""
+    parts = []
+    if finetune_config.pose_window is not None:
+        parts.append(f"PoSE {finetune_config.pose_window}")
+    if finetune_config.lora_rank is not None:
+        parts.append(f"LoRA r{finetune_config.lora_rank}")
+    return ", ".join(parts)
+
+
+def training_free_targets(config: StudyConfig, base_config) -> list[Target]:
+    base = Target(Entry("default (no scaling)", config.label, "default", 1.0, "baseline"), config.model, None,
+                  config.label)
+    out = [base]
+    for method in config.methods:
+        spec = _spec(base_config, method, config.factor)
+        out.append(Target(Entry(f"{method} ×{config.factor:g}", config.label, spec.method, float(spec.factor),
+                                "training-free"), config.model, spec, config.label))
+    return out
+
+
+def run_label(run: FinetuneRun) -> str:
+    return f"{run.name} (fine-tuned)"
+
+
+def finetuned_target(config: StudyConfig, run: FinetuneRun, run_dir: Path, training: dict) -> Target:
+    ft = config.finetune_config(run)
+    strategy = strategy_of(ft)
+    name = f"{run.method} ×{config.factor:g} fine-tuned" + (f" ({strategy})" if strategy else "")
+    if run.name not in (run.method, f"{run.method}-pose", f"{run.method}-lora", f"{run.method}-pose-lora"):
+        name += f" [{run.name}]"
+    spec = _rope_of(run_dir)
+    entry = Entry(name, run_label(run), spec.method, float(spec.factor), "fine-tuned", steps=training.get("steps"),
+                  seconds=training.get("elapsed_s"), strategy=strategy)
+    return Target(entry, str(run_dir), None, run_label(run))
+
+
+def _rope_of(run_dir: Path):
+    from ropescale.evaluate.driver import load_config
+    from ropescale.patch import rope_config
+    from ropescale.rope import RopeSpec
+
+    return RopeSpec.from_hf(rope_config(load_config(str(run_dir))))
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+
+def settings_difference(saved: dict, wanted: dict) -> str | None:
+    """A phrase naming the first setting that differs between a finished run and the recipe, or None."""
+    for key in sorted(set(saved) | set(wanted)):
+        if key in NOT_IN_THE_WEIGHTS:
+            continue
+        if saved.get(key) != wanted.get(key):
+            return f"{key} {saved.get(key)!r} (the recipe now says {wanted.get(key)!r})"
+    return None
+
+
+def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Callable[[str], None]) -> tuple[str, int]:
+    """Train one run unless it is finished; returns (what happened, optimizer steps trained now)."""
+    from ropescale.train.checkpoint import checkpoint_dirs, read_state
+
+    wanted = config.finetune_config(run, output=run_dir)
+    done = run_dir / "training.json"
+    if done.is_file():
+        saved = json.loads(done.read_text(encoding="utf-8")).get("settings", {})
+        diff = settings_difference(saved, wanted.to_dict())
+        if diff:
+            raise ValueError(f"fine-tune run {run.name!r} in {str(run_dir)!r} was trained with {diff}; delete that "
+                             "folder to train it again, or give the study another --output")
+        log(f"  {run.name}: finished earlier ({wanted.steps} steps), reused")
+        return "reused", 0
+    checkpoints = checkpoint_dirs(run_dir)
+    if checkpoints:
+        start = read_state(checkpoints[-1])["step"]
+        log(f"  {run.name}: resuming from step {start} of {wanted.steps}")
+        status, flags = "resumed", {"resume": True}
+    else:
+        start = 0
+        restart = run_dir.is_dir() and any(run_dir.iterdir())
+        log(f"  {run.name}: {run.method} ×{config.factor:g}, {wanted.steps} steps"
+            + (" (started again: the interrupted run had no checkpoint yet)" if restart else ""))
+        status, flags = ("restarted" if restart else "trained"), ({"overwrite": True} if restart else {})
+    ft = config.finetune_config(run, output=run_dir, **flags)
+    if config.launcher:
+        _launch(config.launcher, ft, run_dir)
+    else:
+        from ropescale.train.loop import finetune
+
+        finetune(ft)
+    return status, wanted.steps - start
+
+
+def _launch(launcher: tuple[str, ...], ft, run_dir: Path) -> None:
+    """`LAUNCHER -m ropescale finetune RECIPE --output DIR [--resume|--overwrite]` (torchrun, accelerate launch
+    with an FSDP config...), from a recipe holding exactly this run's FinetuneConfig."""
+    import yaml
+
+    from ropescale.report import write_text_atomic
+
+    values = {k: v for k, v in ft.to_dict().items() if k not in ("output", "resume", "overwrite")}
+    recipe = write_text_atomic(run_dir.parent / f"{run_dir.name}.finetune.yaml",
+                               f"# {' '.join(launcher)} -m ropescale finetune THIS --output {run_dir}\n"
+                               + yaml.safe_dump(values, sort_keys=False))
+    command = [*launcher, "-m", "ropescale", "finetune", str(recipe), "--output", str(run_dir)]
+    command += ["--resume"] if ft.resume else (["--overwrite"] if ft.overwrite else [])
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        raise ChildProcessError(f"fine-tune run {run_dir.name!r} failed: `{' '.join(command)}` exited with {code}; "
+                                "rerun the study to continue from its last checkpoint")
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+def evaluate_target(target: Target, tasks: list, results, device: str, dtype, progress: bool) -> int:
+    """Every task on one model; returns the number of cells measured now (0 when all were in results)."""
+    from ropescale.evaluate import evaluate
+
+    cells = 0
+    for task in tasks:
+        rows = evaluate(task, target.model, output=results, spec=target.spec, label=target.label, device=device,
+                        dtype=dtype, progress=progress)
+        cells += len({r.cell_key() for r in rows})
+    return cells
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """Run (or continue) the study into `config.output`; returns the path of its report.md.
+
+    Writes DIR/results.jsonl (every measured number), DIR/runs/NAME (each fine-tuned checkpoint with loss.csv and
+    training.json), DIR/report.md with its PNGs, DIR/study.yaml (the recipe as run) and DIR/study.json (what this
+    invocation did: cells measured and steps trained per stage, seconds).
+    """
+    import torch
+    import yaml
+
+    from ropescale.evaluate import ResultsFile
+    from ropescale.evaluate.driver import load_config, original_length
+    from ropescale.evaluate.perplexity import default_lengths
+    from ropescale.report import write_text_atomic
+
+    log = log or (lambda line: print(line, flush=True))
+    if not config.output:
+        raise ValueError("--output is required: the folder for results.jsonl, the fine-tuned runs and the report")
+    out = Path(config.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(out)!r} is a file; give a folder")
+    results = ResultsFile(out / RESULTS)
+    if results.path.exists():
+        results.read()   # a corrupt results file fails now, naming its line, not after the first stage
+    base_config = load_config(config.model)
+    l0 = original_length(base_config)
+    lengths = list(config.lengths or default_lengths(l0))
+    from ropescale.models import load_tokenizer
+
+    keyed = passkey_lengths(load_tokenizer(config.model), lengths, config.eval.passkey_depths)
+    if not keyed:
+        raise ValueError(f"lengths {lengths}: none is long enough for a passkey prompt; add a longer length")
+    if keyed != lengths:
+        log(f"passkey at {', '.join(map(str, keyed))} only: shorter lengths cannot hold the prompt")
+    tasks = make_tasks(config, lengths, keyed)
+    device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, config.eval.dtype)
+    free = training_free_targets(config, base_config)   # specs are built (and checked) before any work
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "study.yaml", f"# ropescale study {out / 'study.yaml'} --output {out}\n"
+                      + yaml.safe_dump(_plain(config.to_dict() | {"output": None}), sort_keys=False))
+
+    started = time.perf_counter()
+    tallies: list[Tally] = []
+    n_stages = 5 if config.runs else 3
+    grid = f"{', '.join(map(str, lengths))} tokens (L0 = {l0})"
+
+    def stage(index: int, name: str, text: str) -> Tally:
+        log(f"[{index}/{n_stages}] {name}: {text}")
+        tallies.append(Tally(name))
+        return tallies[-1]
+
+    def timed(tally: Tally, t0: float) -> None:
+        tally.seconds = round(time.perf_counter() - t0, 3)
+
+    t0, tally = time.perf_counter(), stage(1, "baseline", f"{free[0].entry.name}, perplexity + passkey at {grid}")
+    tally.cells_measured = evaluate_target(free[0], [tasks.perplexity, tasks.passkey], results, device, dtype,
+                                           progress)
+    timed(tally, t0)
+
+    t0 = time.perf_counter()
+    tally = stage(2, "training-free", f"{', '.join(config.methods) or 'no method'} ×{config.factor:g} at {grid}")
+    for target in free[1:]:
+        tally.cells_measured += evaluate_target(target, [tasks.perplexity, tasks.passkey], results, device, dtype,
+                                                progress)
+    timed(tally, t0)
+
+    tuned: list[Target] = []
+    if config.runs:
+        t0 = time.perf_counter()
+        tally = stage(3, "fine-tune", f"{', '.join(r.name for r in config.runs)} ×{config.factor:g}, "
+                      f"{config.finetune_config(config.runs[0]).steps} steps each, into {out / RUNS}")
+        for run in config.runs:
+            run_dir = out / RUNS / run.name
+            status, steps = finetune_run(config, run, run_dir, log)
+            tally.runs[run.name], tally.steps_trained = status, tally.steps_trained + steps
+            training = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
+            tuned.append(finetuned_target(config, run, run_dir, training))
+        timed(tally, t0)
+
+        t0 = time.perf_counter()
+        tally = stage(4, "fine-tuned", f"each run at {grid}, and perplexity at L0 against the base model")
+        for target in tuned:
+            tally.cells_measured += evaluate_target(
+                target, [tasks.perplexity, tasks.passkey, tasks.short_context], results, device, dtype, progress)
+        timed(tally, t0)
+
+    t0 = time.perf_counter()
+    tally = stage(n_stages, "report", f"report.md and figures in {out}")
+    targets = free + tuned
+    report = write_study_report(out, [t.entry for t in targets], tasks, config, lengths, l0,
+                                {t.entry.name: out / RUNS / r.name / "loss.csv" for t, r in zip(tuned, config.runs)})
+    timed(tally, t0)
+
+    from ropescale.train.checkpoint import write_json
+
+    write_json(out / STUDY_RECORD, {
+        "l0": l0, "lengths": lengths, "factor": config.factor, "target_length": target_length(lengths, l0,
+                                                                                             config.factor),
+        "seconds": round(time.perf_counter() - started, 3), "report": str(report),
+        "stages": [dataclasses.asdict(t) for t in tallies]})
+    measured = sum(t.cells_measured for t in tallies)
+    trained = sum(t.steps_trained for t in tallies)
+    log(f"done in {time.perf_counter() - started:.0f} s: {measured} evaluation cells measured and {trained} "
+        f"fine-tuning steps trained in this run (the rest reused from {out})")
+    log(f"report: {report}")
+    return report
+
+
+def _plain(value):
+    """Tuples as lists, so the recorded recipe is plain YAML."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_study_report(out: Path, entries: list[Entry], tasks: Tasks, config: StudyConfig, lengths: list[int],
+                       l0: int, loss_curves: dict[str, Path]) -> Path:
+    """report.md that opens with the headline table and the findings, then every task's tables and figures."""
+    from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT
+    from ropescale.evaluate.results import canonical
+    from ropescale.report import write_report
+    from ropescale.report.tables import load_rows
+
+    expected = {task: canonical(s) for task, s in tasks.settings().items()}
+
+    def current(row) -> bool:   # rows of this study's models, measured with this recipe's settings
+        settings = {k: v for k, v in row.settings.items() if k not in ("rope", "dtype")}
+        return (any(e.owns(row) for e in entries) and expected.get(row.task) == canonical(settings)
+                and row.settings.get("dtype") == config.eval.dtype)
+
+    rows = [r for r in load_rows([out / RESULTS]) if current(r)]
+    numbers = collect(rows, entries)
+    preface = headline_table(entries, numbers, lengths, l0) + [
+        "",
+        f"Bits per byte of held-out text at each context length (lower is better; **bold**: best at that length). "
+        f"Passkey: accuracy averaged over lengths and depths ({config.eval.passkey_trials} trial(s) × "
+        f"{len(config.eval.passkey_depths)} depth(s) per length), and key bits per digit (the key's teacher-forced "
+        f"NLL / ln 2 per digit; guessing pays log2 10 = {UNIFORM_BITS_PER_DIGIT:.2f}, retrieval ~0); effective "
+        "length: the longest length with passkey accuracy ≥ 80 % at every length up to it. Fine-tune time: wall "
+        "clock of the run.",
+        "", "## Findings", "", *findings(entries, numbers, lengths, l0, config.factor), "", "---", ""]
+    title = (f"ropescale study: {config.label}, L0 = {l0} → ×{config.factor:g} "
+             f"({target_length(lengths, l0, config.factor)} tokens)")
+    curves = {name: path for name, path in loss_curves.items() if path.is_file()}
+    paths = write_report([out / RESULTS], out, loss_curves=curves, select=current, title=title, preface=preface)
+    return next(p for p in paths if p.name == "report.md")
+
+
+__all__ = ["Target", "Tally", "Tasks", "evaluate_target", "finetune_run", "make_tasks", "run_study",
+           "settings_difference", "write_study_report"]

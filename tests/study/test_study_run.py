@@ -1,0 +1,142 @@
+"""run_study end to end on a tiny random Llama (L0 = 64, the embedded tokenizer): files, report, resume."""
+
+import dataclasses
+import json
+import sys
+
+import pytest
+
+from ropescale.study import StudyConfig, run_study
+from ropescale.train.checkpoint import read_loss_csv
+
+
+def tiny_study(model_dir, text_file, output, **overrides):
+    values = dict(
+        output=str(output), model=str(model_dir), model_label="tiny", factor=2.0, lengths=[64, 128],
+        methods=["linear", "yarn"],
+        eval={"data": str(text_file), "max_windows": 1, "passkey_trials": 1, "passkey_depths": [0.5]},
+        finetune={"data": str(text_file), "steps": 2, "seq_len": 128, "lr": 1e-3, "warmup_steps": 1,
+                  "gradient_checkpointing": False, "save_every": 1},
+        runs=[{"name": "yarn", "method": "yarn"}, {"name": "linear", "method": "linear"}])
+    values.update(overrides)
+    return StudyConfig(**values)
+
+
+def stages(output):
+    return {s["stage"]: s for s in json.loads((output / "study.json").read_text())["stages"]}
+
+
+def headline(report):
+    """The report's first table: its header cells and the first cell of every row."""
+    lines = report.read_text().splitlines()
+    assert lines[0].startswith("# ropescale study: tiny, L0 = 64") and lines[1] == ""
+    table = [line for line in lines[2:] if line.startswith("|")]
+    assert lines[2] == table[0]   # the table opens the report, right under the title
+    table = table[: next(i for i, line in enumerate(lines[2:]) if not line.startswith("|"))]
+    return [c.strip() for c in table[0].strip("|").split("|")], [line.strip("|").split("|")[0].strip()
+                                                                 for line in table[2:]]
+
+
+def test_training_free_study_writes_results_report_and_figures(tiny_lm_dir, text_file, tmp_path):
+    out = tmp_path / "study"
+    report = run_study(tiny_study(tiny_lm_dir, text_file, out, runs=[]), progress=False, log=lambda _: None)
+    assert report == out / "report.md"
+    header, rows = headline(report)
+    assert header == ["model / method", "64 (L0)", "128 (2×L0)", "passkey (mean)", "key bits/digit", "effective length",
+                      "fine-tune steps", "fine-tune time"]
+    assert rows == ["default (no scaling)", "linear ×2", "yarn ×2"]
+    assert "## Findings" in report.read_text() and "the unscaled model scores" in report.read_text()
+    for name in ("perplexity.png", "passkey.png", "scaling.png", "results.jsonl", "study.yaml"):
+        assert (out / name).stat().st_size > 100
+    assert not (out / "loss.png").exists()
+    # passkey needs ~100 tokens: measured at 128 only; perplexity at both lengths, for 3 models
+    measured = {(json.loads(line)["task"], json.loads(line)["length"]) for line in open(out / "results.jsonl")}
+    assert measured == {("perplexity", 64), ("perplexity", 128), ("passkey", 128)}
+    assert stages(out)["baseline"]["cells_measured"] == 3 and stages(out)["training-free"]["cells_measured"] == 6
+
+
+@pytest.mark.integration
+def test_full_tiny_study_then_a_rerun_recomputes_nothing(tiny_lm_dir, text_file, tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    config = tiny_study(tiny_lm_dir, text_file, out)
+    lines = []
+    run_study(config, progress=False, log=lines.append)
+    assert [line.split(":")[0] for line in lines if line.startswith("[")] == [
+        "[1/5] baseline", "[2/5] training-free", "[3/5] fine-tune", "[4/5] fine-tuned", "[5/5] report"]
+    assert lines[-1] == f"report: {out / 'report.md'}"
+    header, rows = headline(out / "report.md")
+    assert rows == ["default (no scaling)", "linear ×2", "yarn ×2", "yarn ×2 fine-tuned", "linear ×2 fine-tuned"]
+    text = (out / "report.md").read_text()
+    assert "After 2 steps" in text and "Short context" in text and "![loss](loss.png)" in text
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    for run in ("yarn", "linear"):
+        assert [r["step"] for r in read_loss_csv(out / "runs" / run / "loss.csv")] == [1, 2]
+    done = stages(out)
+    assert done["fine-tune"]["steps_trained"] == 4 and done["fine-tune"]["runs"] == {"yarn": "trained",
+                                                                                     "linear": "trained"}
+    assert done["fine-tuned"]["cells_measured"] == 2 * 3 + 2   # 2 runs × (2 perplexity + 1 passkey) + short-context
+
+    before = (out / "results.jsonl").read_bytes()
+    mtimes = {run: (out / "runs" / run / "training.json").stat().st_mtime_ns for run in ("yarn", "linear")}
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished study loaded a model or trained again")
+
+    import ropescale.models
+    import ropescale.train.loop
+
+    monkeypatch.setattr(ropescale.models, "load_model", forbidden)
+    monkeypatch.setattr(ropescale.train.loop, "finetune", forbidden)
+    run_study(config, progress=False, log=lambda _: None)
+    assert (out / "results.jsonl").read_bytes() == before
+    assert {run: (out / "runs" / run / "training.json").stat().st_mtime_ns for run in mtimes} == mtimes
+    again = stages(out)
+    assert sum(s["cells_measured"] + s["steps_trained"] for s in again.values()) == 0
+    assert again["fine-tune"]["runs"] == {"yarn": "reused", "linear": "reused"}
+    assert headline(out / "report.md")[1] == rows
+
+
+@pytest.mark.integration
+def test_an_interrupted_finetune_resumes_from_its_checkpoint(tiny_lm_dir, text_file, tmp_path, monkeypatch):
+    import ropescale.train.loop
+
+    out = tmp_path / "study"
+    config = tiny_study(tiny_lm_dir, text_file, out, runs=[{"name": "yarn", "method": "yarn"}])
+    real = ropescale.train.loop.finetune
+
+    def killed_after_one_step(ft, **kwargs):
+        def stop(step):
+            raise KeyboardInterrupt
+
+        return real(ft, on_step=stop)
+
+    monkeypatch.setattr(ropescale.train.loop, "finetune", killed_after_one_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config, progress=False, log=lambda _: None)
+    assert not (out / "runs" / "yarn" / "training.json").exists()
+    monkeypatch.setattr(ropescale.train.loop, "finetune", real)
+    lines = []
+    run_study(config, progress=False, log=lines.append)
+    assert "  yarn: resuming from step 1 of 2" in lines
+    training = json.loads((out / "runs" / "yarn" / "training.json").read_text())
+    assert training["resumed_from_step"] == 1 and training["steps"] == 2
+    assert [r["step"] for r in read_loss_csv(out / "runs" / "yarn" / "loss.csv")] == [1, 2]
+    done = stages(out)
+    assert done["baseline"]["cells_measured"] == 0 and done["training-free"]["cells_measured"] == 0
+    assert done["fine-tune"] == {**done["fine-tune"], "steps_trained": 1, "runs": {"yarn": "resumed"}}
+
+    changed = dataclasses.replace(config, finetune={**config.finetune, "steps": 3})
+    with pytest.raises(ValueError, match="was trained with steps 2 \\(the recipe now says 3\\)"):
+        run_study(changed, progress=False, log=lambda _: None)
+
+
+@pytest.mark.integration
+def test_a_launcher_runs_the_finetune_in_a_subprocess(tiny_lm_dir, text_file, tmp_path):
+    out = tmp_path / "study"
+    config = tiny_study(tiny_lm_dir, text_file, out, methods=[], runs=[{"name": "yarn", "method": "yarn"}],
+                        launcher=[sys.executable])
+    run_study(config, progress=False, log=lambda _: None)
+    recipe = (out / "runs" / "yarn.finetune.yaml").read_text()
+    assert recipe.startswith(f"# {sys.executable} -m ropescale finetune THIS") and "method: yarn" in recipe
+    assert json.loads((out / "runs" / "yarn" / "training.json").read_text())["steps"] == 2
+    assert stages(out)["fine-tuned"]["cells_measured"] == 4
