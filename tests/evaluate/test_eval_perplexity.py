@@ -96,3 +96,23 @@ def test_perplexity_task_writes_three_metrics_per_length_and_a_spec_changes_the_
                       progress=False)
     assert {r.method for r in scaled} == {"linear"} and rs.RopeSpec(**scaled[0].settings["rope"]) == spec
     assert {r.length: r.value for r in scaled if r.metric == "nll"}[128] != nll[128]
+
+
+def test_max_tokens_scores_the_same_text_at_every_length(tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    task = PerplexityTask(lengths=[32, 128], max_tokens=512, data="embedded")
+    rows = evaluate(task, model, tokenizer=tokenizer, output=tmp_path / "r.jsonl", label="tiny", progress=False)
+    tokens = {r.length: r.extra["tokens"] for r in rows if r.metric == "nll"}
+    windows_ = {r.length: r.extra["windows"] for r in rows if r.metric == "nll"}
+    assert windows_ == {32: 512 // 31, 128: 512 // 127}   # BOS + 31 / 127 stream tokens per window
+    # each length scores the first ~512 stream tokens: they differ by less than one window's ragged tail
+    assert abs(tokens[32] - tokens[128]) < 128
+    assert rows[0].settings["max_tokens"] == 512
+    assert "max_tokens" not in PerplexityTask(lengths=[32]).settings()   # old rows keep their cell keys
+
+
+def test_max_tokens_shorter_than_a_window_is_named(tiny_lm, tmp_path):
+    model, tokenizer = tiny_lm
+    with pytest.raises(ValueError, match="--max-tokens 100 is shorter than one window of length 128"):
+        evaluate(PerplexityTask(lengths=[32, 128], max_tokens=100), model, tokenizer=tokenizer,
+                 output=tmp_path / "r.jsonl", progress=False)

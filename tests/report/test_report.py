@@ -109,7 +109,8 @@ def test_missing_and_corrupt_files_are_errors(tmp_path, results_file):
 
 def loss_csv(path, losses):
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [",".join(LOSS_COLUMNS)] + [f"{i + 1},{v},0.001,{128 * (i + 1)},{i * 0.5},1.0" for i, v in enumerate(losses)]
+    rows = [",".join(LOSS_COLUMNS)]
+    rows += [f"{i + 1},{v},0.001,{128 * (i + 1)},{i * 0.5},1.0" for i, v in enumerate(losses)]
     path.write_text("\n".join(rows) + "\n")
     return path
 

@@ -14,7 +14,7 @@ def tiny_study(model_dir, text_file, output, **overrides):
     values = dict(
         output=str(output), model=str(model_dir), model_label="tiny", factor=2.0, lengths=[64, 128],
         methods=["linear", "yarn"],
-        eval={"data": str(text_file), "max_windows": 1, "passkey_trials": 1, "passkey_depths": [0.5]},
+        eval={"data": str(text_file), "max_tokens": 128, "passkey_trials": 1, "passkey_depths": [0.5]},
         finetune={"data": str(text_file), "steps": 2, "seq_len": 128, "lr": 1e-3, "warmup_steps": 1,
                   "gradient_checkpointing": False, "save_every": 1},
         runs=[{"name": "yarn", "method": "yarn"}, {"name": "linear", "method": "linear"}])
@@ -42,8 +42,8 @@ def test_training_free_study_writes_results_report_and_figures(tiny_lm_dir, text
     report = run_study(tiny_study(tiny_lm_dir, text_file, out, runs=[]), progress=False, log=lambda _: None)
     assert report == out / "report.md"
     header, rows = headline(report)
-    assert header == ["model / method", "64 (L0)", "128 (2×L0)", "passkey (mean)", "key bits/digit", "effective length",
-                      "fine-tune steps", "fine-tune time"]
+    assert header == ["model / method", "64 (L0)", "128 (2×L0)", "passkey (mean)", "key bits/digit",
+                      "effective length", "fine-tune steps", "fine-tune time"]
     assert rows == ["default (no scaling)", "linear ×2", "yarn ×2"]
     assert "## Findings" in report.read_text() and "the unscaled model scores" in report.read_text()
     for name in ("perplexity.png", "passkey.png", "scaling.png", "results.jsonl", "study.yaml"):

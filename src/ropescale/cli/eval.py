@@ -22,8 +22,8 @@ HELP = "evaluate a model at long context: perplexity, passkey, needle, short-con
 # task -> the task-specific flags it reads (flag dest -> task field); any other task flag given is an error
 TASK_FLAGS: dict[str, dict[str, str]] = {
     "perplexity": {"lengths": "lengths", "data": "data", "split": "split", "text_field": "text_field",
-                   "stride": "stride", "max_windows": "max_windows", "batch_size": "batch_size",
-                   "chunk_size": "chunk_size"},
+                   "stride": "stride", "max_windows": "max_windows", "max_tokens": "max_tokens",
+                   "batch_size": "batch_size", "chunk_size": "chunk_size"},
     "passkey": {"lengths": "lengths", "depths": "depths", "trials": "trials", "seed": "seed", "digits": "digits",
                 "filler": "filler", "batch_size": "batch_size"},
     "needle": {"lengths": "lengths", "depths": "depths", "trials": "trials", "seed": "seed", "haystack": "haystack",
@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-field", dest="text_field", default=None, help="JSON field holding the text")
     parser.add_argument("--stride", type=positive_int, default=None,
                         help="sliding-window perplexity: score only the last STRIDE tokens of each window")
+    parser.add_argument("--max-tokens", dest="max_tokens", type=positive_int, default=None,
+                        help="perplexity: score only the first MAX_TOKENS tokens of the text, the same text at "
+                        "every length (default: all of it)")
     parser.add_argument("--max-windows", dest="max_windows", type=positive_int, default=None,
                         help="score at most this many windows per length (default: all the text)")
     depths = parser.add_mutually_exclusive_group()

@@ -208,6 +208,7 @@ class PerplexityTask:
     text_field: str = "text"
     stride: int | None = None
     max_windows: int | None = None
+    max_tokens: int | None = None   # score the first max_tokens stream tokens only: the same text at every length
     batch_size: int = 1
     chunk_size: int | None = None
 
@@ -215,8 +216,11 @@ class PerplexityTask:
     metrics = ("nll", "perplexity", "bits_per_byte")
 
     def settings(self) -> dict:
-        return {"data": self.data, "split": self.split, "text_field": self.text_field, "stride": self.stride,
-                "max_windows": self.max_windows}
+        settings = {"data": self.data, "split": self.split, "text_field": self.text_field, "stride": self.stride,
+                    "max_windows": self.max_windows}
+        if self.max_tokens is not None:   # only when set, so rows written before the option keep their cell keys
+            settings["max_tokens"] = self.max_tokens
+        return settings
 
     def cells(self, subject: Subject) -> list[Cell]:
         return [Cell(n) for n in (self.lengths or default_lengths(subject.original_length))]
@@ -230,6 +234,13 @@ class PerplexityTask:
         self._stream = stream_of(tokenize_documents(tokenizer, docs), tokenizer.eos_token_id)
         self._bytes = token_byte_lengths(tokenizer)
         self._bos = tokenizer.bos_token_id
+        if self.max_tokens is not None:
+            # windows then tile the same text at every length (up to a ragged tail shorter than one window), so
+            # that a change across lengths is the model's, not the text's
+            self._stream = self._stream[: self.max_tokens]
+            longest = max(c.length for c in self.cells(subject))
+            if self.max_tokens < longest - (self._bos is not None):
+                raise ValueError(f"--max-tokens {self.max_tokens} is shorter than one window of length {longest}")
         for cell in self.cells(subject):  # fail before the first cell, not after hours of shorter ones
             check_window(len(self._stream), cell.length, self._bos, self.stride)
 

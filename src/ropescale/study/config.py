@@ -43,7 +43,9 @@ class EvalSettings:
     data: str = "embedded"            # perplexity text (ropescale.data.load_texts source)
     split: str = "eval"               # the held-out split of `data`
     text_field: str = "text"
-    max_windows: int | None = 8       # perplexity windows per length (None: all the text)
+    max_tokens: int | None = 32768    # perplexity on the first max_tokens tokens of `data` at every length (the
+    #                                   same text everywhere: 8 windows of 4096, 128 of 256); None: all of it
+    max_windows: int | None = None    # and at most this many windows per length (None: no cap)
     stride: int | None = None         # sliding-window perplexity (None: non-overlapping windows)
     passkey_trials: int = 3           # keys per (length, depth) cell
     passkey_depths: tuple[float, ...] = (0.0, 0.5, 1.0)
@@ -57,7 +59,7 @@ class EvalSettings:
     def __post_init__(self):
         for name in ("passkey_trials", "batch_size", "passkey_batch_size"):
             _require(f"eval.{name}", _is_int(getattr(self, name)) and getattr(self, name) >= 1, "a positive integer")
-        for name in ("max_windows", "stride", "chunk_size"):
+        for name in ("max_tokens", "max_windows", "stride", "chunk_size"):
             value = getattr(self, name)
             _require(f"eval.{name}", value is None or (_is_int(value) and value >= 1), "a positive integer or null")
         _require("eval.passkey_seed", _is_int(self.passkey_seed), "an integer")
@@ -172,7 +174,8 @@ class StudyConfig:
         from ropescale.train.config import FinetuneConfig, _yaml_floats
 
         values = {**_yaml_floats(self.finetune), **_yaml_floats(run.settings), "model": self.model,
-                  "method": run.method, "factor": float(self.factor), "output": None if output is None else str(output), **flags}
+                  "method": run.method, "factor": float(self.factor),
+                  "output": None if output is None else str(output), **flags}
         steps = values.get("steps", 200)
         if values.get("save_every") is None and _is_int(steps) and steps >= 1:
             values["save_every"] = max(1, math.ceil(steps / 10))  # an interrupted study resumes from here

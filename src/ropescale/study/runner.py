@@ -86,18 +86,22 @@ def passkey_lengths(tokenizer, lengths: list[int], depths) -> list[int]:
     return [n for n in lengths if fits(n)]
 
 
-def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int]) -> Tasks:
+def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int], l0: int, bos: bool) -> Tasks:
     from ropescale.evaluate import PasskeyTask, PerplexityTask, ShortContextTask
 
     e = config.eval
     text = {"data": e.data, "split": e.split, "text_field": e.text_field}
+    # short-context scores exactly the perplexity grid's windows at L0: the first max_tokens tokens
+    short_windows = e.max_windows
+    if e.max_tokens is not None:
+        short_windows = min(e.max_tokens // (l0 - bos), e.max_windows or e.max_tokens)
     return Tasks(
         perplexity=PerplexityTask(lengths=lengths, stride=e.stride, max_windows=e.max_windows,
-                                  batch_size=e.batch_size, chunk_size=e.chunk_size, **text),
+                                  max_tokens=e.max_tokens, batch_size=e.batch_size, chunk_size=e.chunk_size, **text),
         passkey=PasskeyTask(lengths=passkey, depths=list(e.passkey_depths), trials=e.passkey_trials,
                             seed=e.passkey_seed, batch_size=e.passkey_batch_size),
         # the base model (not "the model without its spec": a fine-tuned model has no unscaled twin)
-        short_context=ShortContextTask(baseline_model=config.model or "embedded", max_windows=e.max_windows,
+        short_context=ShortContextTask(baseline_model=config.model or "embedded", max_windows=short_windows,
                                        batch_size=e.batch_size, chunk_size=e.chunk_size, **text))
 
 
@@ -265,12 +269,13 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     lengths = list(config.lengths or default_lengths(l0))
     from ropescale.models import load_tokenizer
 
-    keyed = passkey_lengths(load_tokenizer(config.model), lengths, config.eval.passkey_depths)
+    tokenizer = load_tokenizer(config.model)
+    keyed = passkey_lengths(tokenizer, lengths, config.eval.passkey_depths)
     if not keyed:
         raise ValueError(f"lengths {lengths}: none is long enough for a passkey prompt; add a longer length")
     if keyed != lengths:
         log(f"passkey at {', '.join(map(str, keyed))} only: shorter lengths cannot hold the prompt")
-    tasks = make_tasks(config, lengths, keyed)
+    tasks = make_tasks(config, lengths, keyed, l0, tokenizer.bos_token_id is not None)
     device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, config.eval.dtype)
     free = training_free_targets(config, base_config)   # specs are built (and checked) before any work
