@@ -47,7 +47,13 @@ def start(argv, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as handle:   # a file, not a pipe: a full pipe would stall the child
         return subprocess.Popen([sys.executable, "-m", "ropescale", *argv], stdout=handle, stderr=subprocess.STDOUT,
-                                env=env)
+                                env=env, preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    # a job started in the background by a non-interactive shell inherits SIGINT as ignored, and Python then
+    # never raises KeyboardInterrupt; a user's terminal has the default, which is what these tests are about
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def shows(log: Path, text: str):
