@@ -9,19 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from ropescale.cli.common import add_model_argument, add_spec_arguments, finite_float, on_interrupt, positive_int
+from ropescale.cli.common import (add_model_argument, add_spec_arguments, finite_float, non_negative_int,
+                                  on_interrupt, positive_int)
 
 HELP = "fine-tune a rescaled model at the target length (full, LoRA or PoSE; resumable; 1 CPU to N GPUs)"
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--grad-accum", type=positive_int, default=None, help="micro-steps per optimizer step (1)")
     opt.add_argument("--lr", type=finite_float, default=None, help="peak learning rate (default 2e-5, YaRN)")
     opt.add_argument("--weight-decay", type=finite_float, default=None, help="AdamW weight decay (default 0)")
-    opt.add_argument("--warmup-steps", type=_non_negative_int, default=None, help="linear warmup steps (20)")
+    opt.add_argument("--warmup-steps", type=non_negative_int, default=None, help="linear warmup steps (20)")
     opt.add_argument("--schedule", choices=SCHEDULES, default=None, help="after warmup (default constant)")
     opt.add_argument("--max-grad-norm", type=finite_float, default=None, help="clip gradients (1.0; 0 = off)")
     opt.add_argument("--seed", type=int, default=None, help="seed of data order, PoSE and LoRA init (42)")

@@ -209,15 +209,9 @@ class StudyConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> StudyConfig:
         """Load a YAML recipe; `overrides` (flags that were given, e.g. output) replace its values."""
-        import yaml
+        from ropescale.train.config import read_recipe
 
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"recipe {str(path)!r} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"recipe {str(path)!r} is not valid YAML ({' '.join(str(exc).split())})") from None
+        values = read_recipe(path)
         try:
             return cls.from_dict(values, **overrides)
         except ValueError as exc:

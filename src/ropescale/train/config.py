@@ -119,21 +119,26 @@ class FinetuneConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> FinetuneConfig:
         """Load a YAML recipe; `overrides` (e.g. CLI flags that were given) replace its values."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"recipe {str(path)!r} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"recipe {str(path)!r} is not valid YAML ({' '.join(str(exc).split())})") from None
+        values = read_recipe(path)
         if not isinstance(values, dict):
             raise ValueError(f"recipe {str(path)!r} must be a mapping of settings, got {type(values).__name__}")
         return cls.from_dict({**_yaml_floats(values), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def read_recipe(path: str | Path) -> Any:
+    """The parsed YAML of a recipe file (empty file: {}); a missing file or bad YAML is one ValueError."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"recipe {str(path)!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recipe {str(path)!r} is not valid YAML ({' '.join(str(exc).split())})") from None
 
 
 def _yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
