@@ -221,11 +221,11 @@ def test_finetune_killed_at_random_moments_resumes_to_the_same_weights(tmp_path,
 
 # ------------------------------------------------------------------------------------------------ Ctrl-C
 
-def interrupted_line(log: Path) -> str:
+def interrupted_line(log: Path, word: str = "interrupted") -> str:
     text = log.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in text, text
     last = text.replace("\r", "\n").strip().splitlines()[-1]
-    assert last.startswith("ropescale: interrupted; "), text
+    assert last.startswith(f"ropescale: {word}; "), text
     return last
 
 
@@ -258,6 +258,23 @@ def test_sigint_stops_finetune_with_130_naming_the_checkpoint_and_resume_continu
     last = checkpoint_dirs(run)[-1]
     assert f"last checkpoint {last}" in line and "--resume" in line
     assert not (run / "training.json").exists()
+    argv = finetune_argv(tiny_train_model_dir, text_file, run) + ["--resume"]
+    assert start(argv, tmp_path / "log2.txt").wait(timeout=300) == 0
+    assert_same_run(run, finetune_reference)
+
+
+def test_sigterm_stops_finetune_with_143_naming_the_checkpoint_and_resume_continues(tmp_path, tiny_train_model_dir,
+                                                                                    text_file, finetune_reference):
+    """A scheduler's stop (SLURM, Kubernetes, `kill PID`) takes the Ctrl-C path: a checkpoint, one line, exit 143."""
+    from ropescale.train.checkpoint import checkpoint_dirs
+
+    run = tmp_path / "run"
+    proc = start(finetune_argv(tiny_train_model_dir, text_file, run), tmp_path / "log.txt")
+    started = lambda: len(checkpoint_dirs(run)) >= 2   # noqa: E731 - a few steps in
+    assert interrupt_after_work_starts(proc, started, random.Random(SEED + 4), 0.2, signal.SIGTERM)
+    assert proc.returncode == 143
+    line = interrupted_line(tmp_path / "log.txt", "terminated")
+    assert f"last checkpoint {checkpoint_dirs(run)[-1]}" in line and "--resume" in line
     argv = finetune_argv(tiny_train_model_dir, text_file, run) + ["--resume"]
     assert start(argv, tmp_path / "log2.txt").wait(timeout=300) == 0
     assert_same_run(run, finetune_reference)

@@ -9,7 +9,8 @@ User-caused errors (ValueError, TypeError, OSError) end with one line on stderr 
 `--debug` shows the traceback too. Anything else is reported as unexpected, with exit code 1, in one line that
 names the log file holding the traceback (`error_log_path()`). Ctrl-C (SIGINT) ends with exit code 130 and one
 line saying where the finished work is: a command registers that sentence with
-`ropescale.cli.common.on_interrupt(args, describe)` once it knows its output paths.
+`ropescale.cli.common.on_interrupt(args, describe)` once it knows its output paths. SIGTERM (a job scheduler's
+stop, `kill PID`) takes the same path and ends with exit code 143 and "terminated; ...".
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -88,10 +91,26 @@ def _interrupted(args) -> str:
     return "interrupted" + (f"; {where}" if where else "")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s polite stop) as an interruption: the same cleanup as Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def _catch_sigterm():
+    """Route SIGTERM to the Ctrl-C path; returns the previous handler (None when not on the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("ROPESCALE_DEBUG") == "1"
     args = None
+    previous = _catch_sigterm()
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -102,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         quiet_transformers()  # stderr is for our own lines: no weight-loading bars or advisory logs
         code = args._run(args)
         return int(code or 0)
+    except Terminated:
+        print(f"ropescale: {_interrupted(args).replace('interrupted', 'terminated', 1)}", file=sys.stderr, flush=True)
+        return 143   # 128 + SIGTERM, as a shell reports it
     except KeyboardInterrupt:
         print(f"ropescale: {_interrupted(args)}", file=sys.stderr, flush=True)
         return 130
@@ -116,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unexpected error ({type(exc).__name__}: {_one_line(exc)}); {_write_error_log(argv)}",
               file=sys.stderr, flush=True)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
