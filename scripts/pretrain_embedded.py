@@ -4,9 +4,8 @@
     OMP_NUM_THREADS=2 python scripts/pretrain_embedded.py        # checkpoints in runs/embedded, final model
                                                                  # -> src/ropescale/assets/model
 
-The defaults are the mix of the last stage of the shipped run; the shipped checkpoint itself came from six resumed
-stages whose exact commands are in src/ropescale/assets/model/MODEL_CARD.md (a single run with the defaults
-has not been tried).
+The defaults are the shipped run's mix; it ran in two stages (the step budget was raised from 2400 to 3000 at
+step 950), whose exact commands are in src/ropescale/assets/model/MODEL_CARD.md.
 
 Every batch mixes two kinds of rows of L0 tokens:
 - Shakespeare: <s> + L0 - 1 tokens from a random offset of the training stream (plays joined with </s>);
@@ -18,7 +17,9 @@ Every batch mixes two kinds of rows of L0 tokens:
   (`--pk-shakespeare` of the rest, `--pk-excerpt-chars` long) or the Landmark sentence. Short fillers repeat,
   and predicting a repeat of a random filler needs copying from context, the skill retrieval needs; the fixed
   Landmark sentence is simply memorised.
-Plain next-token loss on every token. AdamW, linear warmup, cosine decay to `--min-lr`, bf16 autocast.
+Next-token loss on every token, the answer tokens of passkey documents weighted `--answer-weight` times (they are
+6 of ~250 tokens, and the retrieval they need is the skill the model is shipped for). AdamW, linear warmup,
+cosine decay to `--min-lr`, bf16 autocast.
 
 Batch b of step s is drawn from random.Random(seed, s) alone, so a resumed run (`--resume`, from
 <out>/checkpoint.pt, written every `--save-every` steps) sees exactly the batches of an uninterrupted one.
@@ -54,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tokenizer", type=Path, default=embedded_model_path())
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "embedded", help="checkpoints and log")
     p.add_argument("--export", type=Path, default=embedded_model_path(), help="final HF model directory")
-    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=24)
     p.add_argument("--seq-len", type=int, default=256, help="L0")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -65,16 +66,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=768)
-    p.add_argument("--pk-share", type=float, default=0.75, help="fraction of rows that are passkey prompts")
-    p.add_argument("--pk-shakespeare", type=float, default=0.5, help="passkey rows with Shakespeare filler")
+    p.add_argument("--pk-share", type=float, default=0.6, help="fraction of rows that are passkey prompts")
+    p.add_argument("--pk-shakespeare", type=float, default=0.4,
+                   help="of the passkey rows without random words, those with a Shakespeare filler")
     p.add_argument("--pk-excerpt-chars", type=int, nargs=2, default=(30, 200), metavar=("MIN", "MAX"),
                    help="length range of a Shakespeare filler excerpt; short ones repeat within the prompt")
-    p.add_argument("--pk-random-words", type=float, default=0.4,
+    p.add_argument("--pk-random-words", type=float, default=0.5,
                    help="passkey rows whose filler is a random word sequence, repeated (checked before Shakespeare)")
     p.add_argument("--pk-min-len", type=int, default=112)
     p.add_argument("--pk-pack", action=argparse.BooleanOptionalAction, default=True,
                    help="fill each passkey row with as many whole passkey documents as fit")
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps to reach full length")
+    p.add_argument("--answer-weight", type=float, default=10.0,
+                   help="loss weight of the answer tokens of passkey documents (1 = plain next-token loss)")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
@@ -142,27 +146,44 @@ class Batches:
         prompt = passkey_prompt(self.tok, total - self.answer_len - 1, rng.random(), random_key(rng), filler)
         return prompt.prompt_ids + prompt.answer_ids + [self.tok.eos_token_id]
 
-    def passkey_row(self, rng: random.Random, step: int) -> list[int]:
-        """Whole passkey documents (never split), topped up with Shakespeare to seq_len tokens. Half the
-        documents are as long as the curriculum allows, half uniform from pk_min_len; with --pk-pack, further
-        documents follow while pk_min_len tokens remain (more retrieval targets per row)."""
+    def passkey_row(self, rng: random.Random, step: int) -> tuple[list[int], list[int]]:
+        """Whole passkey documents (never split), topped up with Shakespeare to seq_len tokens, and the positions
+        of their answer tokens. Half the documents are as long as the curriculum allows, half uniform from
+        pk_min_len; with --pk-pack, further documents follow while pk_min_len tokens remain (more retrieval
+        targets per row)."""
         a = self.args
         ramp = min(1.0, step / max(1, a.curriculum * a.steps))
         longest = round(a.pk_min_len + ramp * (a.seq_len - a.pk_min_len))
         row: list[int] = []
+        answers: list[int] = []
         while a.seq_len - len(row) >= a.pk_min_len and (not row or a.pk_pack):
             cap = min(longest, a.seq_len - len(row))
             total = cap if rng.random() < 0.5 else rng.randint(a.pk_min_len, cap)
             row += self.passkey_doc(rng, total)
-        return row + self.lm_tokens(rng, a.seq_len - len(row))
+            answers += range(len(row) - 1 - self.answer_len, len(row) - 1)  # the document ends answer + </s>
+        return row + self.lm_tokens(rng, a.seq_len - len(row)), answers
 
-    def __call__(self, step: int) -> torch.LongTensor:
+    def __call__(self, step: int) -> tuple[torch.LongTensor, torch.Tensor]:
+        """Token ids [batch, seq_len] and per-token loss weights [batch, seq_len] (answer tokens weigh more)."""
         a = self.args
         rng = random.Random(a.seed * 1_000_003 + step)
         n_pk = round(a.batch * a.pk_share)
-        rows = [self.passkey_row(rng, step) for _ in range(n_pk)]
+        weights = torch.ones(a.batch, a.seq_len)
+        rows = []
+        for i in range(n_pk):
+            row, answers = self.passkey_row(rng, step)
+            rows.append(row)
+            weights[i, answers] = a.answer_weight
         rows += [[self.tok.bos_token_id] + self.lm_tokens(rng, a.seq_len - 1) for _ in range(a.batch - n_pk)]
-        return torch.tensor(rows, dtype=torch.long)  # [batch, seq_len]
+        return torch.tensor(rows, dtype=torch.long), weights
+
+
+def weighted_loss(model, ids: torch.LongTensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, each target token weighted (weights[:, t] for the token at position t)."""
+    logits = model(input_ids=ids).logits[:, :-1].float()  # [b, L-1, V]: predictions of tokens 1..L-1
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # [b, L-1]
+    w = weights[:, 1:]
+    return (nll * w).sum() / w.sum()
 
 
 def lr_at(step: int, args) -> float:
@@ -214,9 +235,9 @@ def main() -> None:
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args)
-        ids = batches(step)
+        ids, weights = batches(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = weighted_loss(model, ids, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
