@@ -245,36 +245,23 @@ def test_sigint_stops_eval_with_130_naming_the_results_and_the_rerun_continues(t
     assert values(check_results_file(out)) == eval_reference
 
 
-def test_sigint_stops_finetune_with_130_naming_the_checkpoint_and_resume_continues(tmp_path, tiny_train_model_dir,
-                                                                                   text_file, finetune_reference):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_signal_stops_finetune_naming_the_checkpoint_and_resume_continues(tmp_path, tiny_train_model_dir, text_file,
+                                                                          finetune_reference, sig, code, word):
+    """Ctrl-C, and a scheduler's stop (SLURM, Kubernetes, `kill PID`) the same way: a checkpoint, one line, the
+    shell's exit code for that signal; --resume then ends with the uninterrupted run's weights."""
     from ropescale.train.checkpoint import checkpoint_dirs
 
     run = tmp_path / "run"
     proc = start(finetune_argv(tiny_train_model_dir, text_file, run), tmp_path / "log.txt")
     started = lambda: len(checkpoint_dirs(run)) >= 2   # noqa: E731 - a few steps in
-    assert interrupt_after_work_starts(proc, started, random.Random(SEED + 3), 0.2, signal.SIGINT)
-    assert proc.returncode == 130
-    line = interrupted_line(tmp_path / "log.txt")
+    assert interrupt_after_work_starts(proc, started, random.Random(SEED + 3), 0.2, sig)
+    assert proc.returncode == code
+    line = interrupted_line(tmp_path / "log.txt", word)
     last = checkpoint_dirs(run)[-1]
     assert f"last checkpoint {last}" in line and "--resume" in line
     assert not (run / "training.json").exists()
-    argv = finetune_argv(tiny_train_model_dir, text_file, run) + ["--resume"]
-    assert start(argv, tmp_path / "log2.txt").wait(timeout=300) == 0
-    assert_same_run(run, finetune_reference)
-
-
-def test_sigterm_stops_finetune_with_143_naming_the_checkpoint_and_resume_continues(tmp_path, tiny_train_model_dir,
-                                                                                    text_file, finetune_reference):
-    """A scheduler's stop (SLURM, Kubernetes, `kill PID`) takes the Ctrl-C path: a checkpoint, one line, exit 143."""
-    from ropescale.train.checkpoint import checkpoint_dirs
-
-    run = tmp_path / "run"
-    proc = start(finetune_argv(tiny_train_model_dir, text_file, run), tmp_path / "log.txt")
-    started = lambda: len(checkpoint_dirs(run)) >= 2   # noqa: E731 - a few steps in
-    assert interrupt_after_work_starts(proc, started, random.Random(SEED + 4), 0.2, signal.SIGTERM)
-    assert proc.returncode == 143
-    line = interrupted_line(tmp_path / "log.txt", "terminated")
-    assert f"last checkpoint {checkpoint_dirs(run)[-1]}" in line and "--resume" in line
     argv = finetune_argv(tiny_train_model_dir, text_file, run) + ["--resume"]
     assert start(argv, tmp_path / "log2.txt").wait(timeout=300) == 0
     assert_same_run(run, finetune_reference)

@@ -82,13 +82,13 @@ def _write_error_log(argv: list[str]) -> str:
     return f"traceback in {path} (or rerun with --debug)"
 
 
-def _interrupted(args) -> str:
+def _interrupted(args, word: str = "interrupted") -> str:
     describe = getattr(args, "_on_interrupt", None)
     try:
         where = describe() if describe is not None else None
     except Exception:  # noqa: BLE001 - the note must never hide the interruption itself
         where = None
-    return "interrupted" + (f"; {where}" if where else "")
+    return word + (f"; {where}" if where else "")
 
 
 class Terminated(KeyboardInterrupt):
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args._run(args)
         return int(code or 0)
     except Terminated:
-        print(f"ropescale: {_interrupted(args).replace('interrupted', 'terminated', 1)}", file=sys.stderr, flush=True)
+        print(f"ropescale: {_interrupted(args, 'terminated')}", file=sys.stderr, flush=True)
         return 143   # 128 + SIGTERM, as a shell reports it
     except KeyboardInterrupt:
         print(f"ropescale: {_interrupted(args)}", file=sys.stderr, flush=True)
