@@ -1,9 +1,11 @@
 """Fine-tuning memory and time: one AdamW step at L = 4096, ropescale's defaults vs the plain transformers step.
 
-Three ways, each in its own process, repeated:
-  plain        model(input_ids, labels=...) + backward: full logits, every activation kept
-  plain+ckpt   the same with gradient checkpointing on (separates the two savings)
-  ropescale    ropescale's training step: gradient checkpointing + loss from hidden states in chunks
+Four ways, each in its own process, repeated:
+  plain           model(input_ids, labels=...) + backward + torch.optim.AdamW: full logits, every activation kept
+  plain+ckpt      the same with gradient checkpointing on (separates the savings)
+  ckpt+chunked    gradient checkpointing + ropescale's loss from hidden states in chunks, plain AdamW
+  ropescale       ropescale's training step as `finetune` runs it on CPU: the above + fused AdamW + freed
+                  heap pages returned to the OS before the step (ropescale.train.memory)
 
     python benchmarks/finetune_step.py                     # L = 4096, 3 repetitions
 """
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from eval_memory import MODEL  # noqa: E402
 
-MODES = ["plain", "plain+ckpt", "ropescale"]
+MODES = ["plain", "plain+ckpt", "ckpt+chunked", "ropescale"]
 
 
 def child(mode: str, length: int) -> dict:
@@ -29,18 +31,25 @@ def child(mode: str, length: int) -> dict:
     model = common.random_llama(**MODEL, max_positions=length).train()
     model.config.use_cache = False
     ids = torch.randint(0, MODEL["vocab"], (1, length), generator=torch.Generator().manual_seed(1))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    from ropescale.train.loop import training_loss   # imported before the clock starts, like transformers
+    from ropescale.train.memory import adamw, release_freed_memory
+
+    if mode == "ropescale":
+        optimizer = adamw(model.parameters(), lr=1e-5)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     if mode != "plain":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    from ropescale.train.loop import training_loss   # imported before the clock starts, like transformers
 
     ready = common.peak_rss_mib()
     start = time.perf_counter()
-    if mode == "ropescale":
+    if mode in ("ckpt+chunked", "ropescale"):
         loss = training_loss(model, ids)
     else:
         loss = model(ids, labels=ids).loss
     loss.backward()
+    if mode == "ropescale":
+        release_freed_memory()   # as finetune does before each optimizer step on CPU
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {"mode": mode, "length": length, "seconds": time.perf_counter() - start,

@@ -34,6 +34,7 @@ from ropescale.train.checkpoint import (LossLog, check_output_dir, clear_output_
                                         read_state, save_checkpoint, write_json)
 from ropescale.train.config import FinetuneConfig
 from ropescale.train.loss import causal_lm_loss
+from ropescale.train.memory import adamw, release_freed_memory
 
 
 class CausalLMLoss(torch.nn.Module):
@@ -110,22 +111,35 @@ def clip_and_step(accelerator, params, optimizer, scheduler, max_grad_norm: floa
 
 def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: int) -> torch.LongTensor:
     """Documents of `config.data`, tokenized in order until `needed_rows` rows of `seq_len` are filled (or the
-    corpus ends), packed with EOS between documents and BOS at the start of every row when the tokenizer has one."""
+    corpus ends), packed with EOS between documents and BOS at the start of every row when the tokenizer has one.
+
+    With `passkey_share` > 0, exactly that fraction of the rows are synthetic passkey documents instead
+    (`ropescale.data.passkey.passkey_rows`, fillers from the same texts, seeded by `seed`), after the text rows;
+    `RowOrder` shuffles them."""
     from ropescale.data import load_texts, pack, tokenize_documents
+    from ropescale.data.passkey import passkey_rows
 
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, which packing puts between documents")
     docs = load_texts(config.data, text_field=config.text_field, split=config.data_split)
+    n_passkey = round(needed_rows * config.passkey_share)
     token_docs, n_tokens = [], 0
     for doc in docs:
         token_docs += tokenize_documents(tokenizer, [doc])
         n_tokens += len(token_docs[-1]) + 1
-        if n_tokens >= needed_rows * seq_len:
+        if n_tokens >= (needed_rows - n_passkey) * seq_len:
             break
     try:
-        return pack(token_docs, seq_len, tokenizer.eos_token_id, tokenizer.bos_token_id)
+        rows = pack(token_docs, seq_len, tokenizer.eos_token_id, tokenizer.bos_token_id)
     except ValueError as exc:
         raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter --seq-len/--pose-window") from None
+    if n_passkey == 0:
+        return rows
+    rows = rows[: needed_rows - n_passkey]
+    n_passkey = max(1, round(len(rows) * config.passkey_share / (1 - config.passkey_share)))  # short text: same share
+    texts = [doc.text for doc in docs[: len(token_docs)]]
+    passkey = passkey_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8)
+    return torch.cat([rows, passkey])
 
 
 def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int) -> dict[str, Any]:
@@ -138,6 +152,7 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
             "rope": spec.to_hf() if spec is not None else None,
             "seq_len": seq_len, "target_len": target_len, "pose_window": config.pose_window,
             "lora_rank": config.lora_rank, "data": config.data, "seed": config.seed,
+            **({"passkey_share": config.passkey_share} if config.passkey_share else {}),
             "trainable_parameters": hashlib.sha256(json.dumps(trainable).encode()).hexdigest()[:16]}
 
 
@@ -284,8 +299,8 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     if main:
         print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)", flush=True)
     params = [p for p in lm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                                  weight_decay=config.weight_decay)
+    optimizer = adamw(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                      weight_decay=config.weight_decay)
     scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.steps)
     model, optimizer, scheduler = accelerator.prepare(CausalLMLoss(lm, config.loss_chunk_size), optimizer, scheduler)
 
@@ -335,6 +350,8 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
                 nll_sum += nll.detach().float()
                 n_sum += n
             lr = scheduler.get_last_lr()[0]
+            if not cuda:
+                release_freed_memory()   # before AdamW's state and update need memory on top of the gradients
             grad_norm = clip_and_step(accelerator, params, optimizer, scheduler, config.max_grad_norm)
             totals = accelerator.reduce(torch.stack([nll_sum, n_sum]), reduction="sum")   # global mean loss
             last_loss = float(totals[0] / totals[1])

@@ -61,9 +61,12 @@ def final_hidden_states(model, input_ids: torch.Tensor, **kwargs) -> torch.Tenso
 
 
 def _chunk_nll(logits_fn, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    # hidden [B, c, H], targets [B, c] -> per-token NLL [B, c] (0 where ignored)
+    # hidden [B, c, H], targets [B, c] -> per-token NLL [B, c] (0 where ignored). Cross-entropy runs on the
+    # contiguous [B·c, V] rows: on the transposed [B, V, c] view it is ~5x slower on CPU (strided softmax).
     logits = logits_fn(hidden)
-    return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX,
+                          reduction="none")
+    return nll.view(targets.shape)
 
 
 def token_nll(logits_fn, hidden: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
