@@ -168,6 +168,8 @@ CASES = [
     ("seq-len-one", ["finetune", "--model", "{train_model}", "--seq-len", "1", "--output", "{root}/run"],
      "seq_len"),
     ("lr-negative", ["finetune", "--model", "{train_model}", "--lr", "-1", "--output", "{root}/run"], "lr"),
+    ("passkey-share-one", ["finetune", "--model", "{train_model}", "--passkey-share", "1", "--output",
+                           "{root}/run"], "passkey_share must be a number in [0, 1)"),
     ("finetune-no-output", ["finetune", "--model", "{train_model}", "--steps", "1"], "--output"),
     ("resume-and-overwrite", ["finetune", "--model", "{train_model}", "--resume", "--overwrite", "--output",
                               "{root}/run"], "exclude"),

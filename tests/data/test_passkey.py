@@ -1,6 +1,7 @@
 """Passkey prompts: exact token length, key line at the requested depth, the answer as the model must emit it."""
 
 import pytest
+import torch
 
 from ropescale.data import passkey_prompt, passkey_trials
 from ropescale.data.passkey import FILLER, QUESTION, TASK
@@ -53,3 +54,44 @@ def test_trials_are_fixed_by_the_seed_with_spread_depths(embedded_tokenizer):
     assert a == passkey_trials(embedded_tokenizer, 250, 5, seed=7)
     assert [t.depth for t in a] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0], abs=0.01)
     assert all(len(t.key) == 5 and len(t.prompt_ids) == 250 for t in a)
+
+
+def _documents(tokenizer, row):
+    """Split a passkey training row at EOS into decoded documents."""
+    docs, current = [], []
+    for t in row.tolist():
+        if t == tokenizer.eos_token_id:
+            docs.append(current)
+            current = []
+        else:
+            current.append(t)
+    assert current == []  # a row ends with a whole document
+    return docs
+
+
+def test_passkey_rows_are_whole_documents_with_training_fillers(embedded_tokenizer):
+    from ropescale.data import embedded_corpus
+    from ropescale.data.passkey import passkey_rows
+
+    texts = [d.text for d in embedded_corpus("train")[:3]]
+    rows = passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128)
+    assert rows.shape == (6, 1024)
+    assert torch.equal(rows, passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128))
+    assert not torch.equal(rows, passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=4, min_len=128))
+    n_docs = 0
+    for row in rows:
+        for doc in _documents(embedded_tokenizer, row):
+            n_docs += 1
+            assert len(doc) + 1 >= 128 and doc[0] == embedded_tokenizer.bos_token_id
+            text = embedded_tokenizer.decode(doc, skip_special_tokens=True)
+            assert text.startswith(TASK + "\n") and "grass is green" not in text   # never the evaluation's filler
+            key = text.split("The pass key is ")[1][:5]
+            assert key.isdigit() and text.endswith(f"\n{QUESTION} {key}")
+    assert n_docs > 6   # rows hold several documents of different lengths
+
+
+def test_passkey_rows_refuse_rows_too_short_for_a_document(embedded_tokenizer):
+    from ropescale.data.passkey import passkey_rows
+
+    with pytest.raises(ValueError, match="passkey documents need at least"):
+        passkey_rows(embedded_tokenizer, 1, 40, ["some words here"], seed=0, min_len=8)

@@ -196,3 +196,21 @@ def test_a_bf16_base_is_saved_in_bf16_with_ties_kept(make_tiny_model, text_file,
     assert "lm_head.weight" not in weights and weights["model.embed_tokens.weight"].dtype == torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_passkey_share_replaces_that_fraction_of_rows(tiny_train_model_dir, text_file, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ropescale.train.loop import training_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_train_model_dir)
+    plain = training_rows(_config(tiny_train_model_dir, text_file, tmp_path / "a"), tokenizer, 128, 8)
+    mixed = training_rows(_config(tiny_train_model_dir, text_file, tmp_path / "b", passkey_share=0.25),
+                          tokenizer, 128, 8)
+    assert len(plain) > 8   # whole documents are packed: more rows than asked for, all of them kept
+    assert torch.equal(mixed[:6], plain[:6]) and len(mixed) == 8   # 6 text rows, then 2 passkey rows
+    for row in mixed[6:].tolist():
+        assert row[-1] == tokenizer.eos_token_id and "pass key" in tokenizer.decode(row)
+    out = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "run", passkey_share=0.25))
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["settings"]["passkey_share"] == 0.25 and summary["final_loss"] > 0

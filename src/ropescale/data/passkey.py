@@ -16,6 +16,8 @@ import math
 import random
 from typing import NamedTuple
 
+import torch
+
 TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
     "I will quiz you about the important information there."
@@ -56,6 +58,14 @@ def _answer_ids(tokenizer, key: str) -> list[int]:
     return _encode(tokenizer, f" {key}")
 
 
+def _frame(tokenizer, key: str) -> tuple[list[int], list[int], list[int]]:
+    """The prompt's fixed parts: special prefix + task line, key line, question."""
+    head = _special_prefix(tokenizer) + _encode(tokenizer, TASK + "\n")
+    key_line = _encode(tokenizer, "\n" + KEY_LINE.format(key=key) + "\n")
+    question = _encode(tokenizer, "\n" + QUESTION)
+    return head, key_line, question
+
+
 def passkey_prompt(
     tokenizer, length: int, depth: float, key: str, filler: str | None = None
 ) -> PasskeyPrompt:
@@ -73,9 +83,7 @@ def passkey_prompt(
     filler = FILLER if filler is None else filler
     if not filler.strip():
         raise ValueError("filler must contain some text")
-    head = _special_prefix(tokenizer) + _encode(tokenizer, TASK + "\n")
-    key_line = _encode(tokenizer, "\n" + KEY_LINE.format(key=key) + "\n")
-    question = _encode(tokenizer, "\n" + QUESTION)
+    head, key_line, question = _frame(tokenizer, key)
     n_filler = length - len(head) - len(key_line) - len(question)
     if n_filler < 0:
         raise ValueError(
@@ -121,3 +129,49 @@ def passkey_trials(
     rng = random.Random(seed)
     depths = [i / (n - 1) if n > 1 else 0.5 for i in range(n)]
     return [passkey_prompt(tokenizer, length, d, random_key(rng, digits), filler) for d in depths]
+
+
+def training_filler(rng: random.Random, texts: list[str], words: list[str]) -> str:
+    """Filler for a training passkey document, drawn from the training texts, never the Landmark sentence that
+    the evaluation uses: half the time 4–24 random words (repeated, they can be predicted only by copying from
+    context, the skill retrieval needs), otherwise one line of 100–400 characters from a text."""
+    if words and (rng.random() < 0.5 or not texts):
+        return " ".join(rng.choice(words) for _ in range(rng.randint(4, 24)))
+    text = rng.choice(texts)
+    n_chars = rng.randint(100, 400)
+    start = rng.randrange(max(1, len(text) - n_chars))
+    return " ".join(text[start : start + n_chars].split()) or FILLER
+
+
+def passkey_rows(
+    tokenizer, n_rows: int, seq_len: int, texts: list[str], seed: int, min_len: int, digits: int = 5
+) -> torch.LongTensor:
+    """[n_rows, seq_len] rows of whole passkey documents (prompt + answer + EOS), for fine-tuning data that keeps
+    the retrieval skill of a model pretrained on such documents (the embedded model).
+
+    Each row is filled with documents of min_len..remaining tokens (half of them as long as the row allows), keys
+    and depths drawn from `seed`, fillers from `texts` (`training_filler`). The evaluation's prompts share the
+    template (task line, key line, question) but not the filler or, except by chance, the keys.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token, which ends every passkey document")
+    answer_len = len(_answer_ids(tokenizer, "1" * digits))
+    min_len = max(min_len, sum(map(len, _frame(tokenizer, "1" * digits))) + answer_len + 1 + 8)
+    if seq_len < min_len:
+        raise ValueError(f"passkey documents need at least {min_len} tokens, longer than the rows ({seq_len})")
+    texts = [t for t in texts if t.strip()]
+    words = sorted({w for t in texts for w in t.split() if w.isalpha()})
+    if not words:
+        raise ValueError("passkey training documents need text with words for their fillers")
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n_rows):
+        row: list[int] = []
+        while len(row) < seq_len:
+            left = seq_len - len(row)
+            total = left if left < 2 * min_len or rng.random() < 0.5 else rng.randint(min_len, left - min_len)
+            prompt = passkey_prompt(tokenizer, total - answer_len - 1, rng.random(), random_key(rng, digits),
+                                    training_filler(rng, texts, words))
+            row += prompt.prompt_ids + prompt.answer_ids + [tokenizer.eos_token_id]
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.long)

@@ -120,6 +120,8 @@ def strategy_of(finetune_config) -> str:
         parts.append(f"PoSE {finetune_config.pose_window}")
     if finetune_config.lora_rank is not None:
         parts.append(f"LoRA r{finetune_config.lora_rank}")
+    if finetune_config.passkey_share:
+        parts.append(f"{finetune_config.passkey_share:.0%} passkey rows")
     return ", ".join(parts)
 
 
@@ -161,11 +163,17 @@ def _rope_of(run_dir: Path):
 # ------------------------------------------------------------------------------------------ fine-tuning
 
 def settings_difference(saved: dict, wanted: dict) -> str | None:
-    """A phrase naming the first setting that differs between a finished run and the recipe, or None."""
+    """A phrase naming the first setting that differs between a finished run and the recipe, or None. A key
+    that a run saved by an older version lacks counts as its FinetuneConfig default."""
+    import dataclasses
+
+    from ropescale.train.config import FinetuneConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig) if f.default is not dataclasses.MISSING}
     for key in sorted(set(saved) | set(wanted)):
         if key in NOT_IN_THE_WEIGHTS:
             continue
-        if saved.get(key) != wanted.get(key):
+        if saved.get(key, defaults.get(key)) != wanted.get(key, defaults.get(key)):
             return f"{key} {saved.get(key)!r} (the recipe now says {wanted.get(key)!r})"
     return None
 

@@ -43,6 +43,7 @@ class FinetuneConfig:
     text_field: str = "text"
     data_split: str = "train"
     seq_len: int | None = None                # training length; None = L0 * factor (the target length)
+    passkey_share: float = 0.0                # fraction of rows made of synthetic passkey documents (data.passkey_rows)
     # optimisation (YaRN paper: AdamW β=(0.9, 0.95), lr 2e-5, no weight decay, 20 warmup steps)
     steps: int = 200
     batch_size: int = 1                       # rows per process per micro-step
@@ -80,6 +81,7 @@ class FinetuneConfig:
             _require(name, getattr(self, name) is None or getattr(self, name) >= 1, "a positive integer")
         _require("seq_len", self.seq_len is None or self.seq_len >= 2, "an integer >= 2")
         _require("warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
+        _require("passkey_share", 0 <= self.passkey_share < 1, "a number in [0, 1)")
         _require("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number")
         _require("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
         for name in ("adam_beta1", "adam_beta2"):
