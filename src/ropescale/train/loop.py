@@ -350,8 +350,9 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
                 nll_sum += nll.detach().float()
                 n_sum += n
             lr = scheduler.get_last_lr()[0]
-            if not cuda:
-                release_freed_memory()   # before AdamW's state and update need memory on top of the gradients
+            if not cuda and step == start_step:
+                release_freed_memory()   # before AdamW allocates its state on top of the gradients; later steps
+                #                          reuse the freed blocks (trimming every step costs ~13 % on small models)
             grad_norm = clip_and_step(accelerator, params, optimizer, scheduler, config.max_grad_norm)
             totals = accelerator.reduce(torch.stack([nll_sum, n_sum]), reduction="sum")   # global mean loss
             last_loss = float(totals[0] / totals[1])
