@@ -7,7 +7,7 @@ A recipe has six parts; every key below is accepted and any other key raises Val
     lengths: [256, ..., 4096]       # evaluation lengths (null: 1, 2, 4, 8, 16 × L0)
     methods: [linear, ntk, ...]     # training-free methods compared against `default` (the unscaled model)
     eval: {max_windows: 4, ...}     # EvalSettings fields
-    finetune: {steps: 150, ...}      # FinetuneConfig fields shared by every run (same step budget each)
+    finetune: {steps: 200, ...}      # FinetuneConfig fields shared by every run (same step budget each)
     runs:                           # the fine-tune runs: a name, a method, and per-run FinetuneConfig fields
       - {name: yarn, method: yarn}
       - {name: yarn-pose, method: yarn, pose_window: 512}
@@ -31,7 +31,7 @@ DEFAULT_METHODS = ("linear", "ntk", "dynamic", "yarn", "dynamic-yarn")
 STUDY_OWNED = ("model", "method", "factor", "output", "resume", "overwrite")
 DTYPES = ("float32", "bfloat16", "float16")
 # the demo's fine-tuning budget (recipes/study-embedded.yaml explains each value)
-DEMO_FINETUNE = {"data": "embedded", "steps": 150, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 15,
+DEMO_FINETUNE = {"data": "embedded", "steps": 200, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 20,
                  "schedule": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_checkpointing": False,
                  "save_every": 25, "seed": 42}
 
