@@ -122,21 +122,22 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, which packing puts between documents")
     docs = load_texts(config.data, text_field=config.text_field, split=config.data_split)
-    n_passkey = round(needed_rows * config.passkey_share)
+    share = config.passkey_share
+    n_text = needed_rows - round(needed_rows * share)
     token_docs, n_tokens = [], 0
     for doc in docs:
         token_docs += tokenize_documents(tokenizer, [doc])
         n_tokens += len(token_docs[-1]) + 1
-        if n_tokens >= (needed_rows - n_passkey) * seq_len:
+        if n_tokens >= n_text * seq_len:
             break
     try:
         rows = pack(token_docs, seq_len, tokenizer.eos_token_id, tokenizer.bos_token_id)
     except ValueError as exc:
         raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter --seq-len/--pose-window") from None
-    if n_passkey == 0:
+    if not share:
         return rows
-    rows = rows[: needed_rows - n_passkey]
-    n_passkey = max(1, round(len(rows) * config.passkey_share / (1 - config.passkey_share)))  # short text: same share
+    rows = rows[:n_text]
+    n_passkey = max(1, round(len(rows) * share / (1 - share)))   # the same share when the text is short
     texts = [doc.text for doc in docs[: len(token_docs)]]
     passkey = passkey_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8)
     return torch.cat([rows, passkey])
