@@ -134,13 +134,14 @@ def passkey_trials(
 def training_filler(rng: random.Random, texts: list[str], words: list[str]) -> str:
     """Filler for a training passkey document, drawn from the training texts, never the Landmark sentence that
     the evaluation uses: half the time 4–24 random words (repeated, they can be predicted only by copying from
-    context, the skill retrieval needs), otherwise one line of 100–400 characters from a text."""
-    if words and (rng.random() < 0.5 or not texts):
+    context, the skill retrieval needs), otherwise one line of 100–400 characters from a text. `words` must not be
+    empty (they are the words of `texts`)."""
+    if rng.random() < 0.5:
         return " ".join(rng.choice(words) for _ in range(rng.randint(4, 24)))
     text = rng.choice(texts)
     n_chars = rng.randint(100, 400)
     start = rng.randrange(max(1, len(text) - n_chars))
-    return " ".join(text[start : start + n_chars].split()) or FILLER
+    return " ".join(text[start : start + n_chars].split()) or rng.choice(words)   # a blank stretch: one word
 
 
 def passkey_rows(

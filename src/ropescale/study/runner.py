@@ -165,11 +165,9 @@ def _rope_of(run_dir: Path):
 def settings_difference(saved: dict, wanted: dict) -> str | None:
     """A phrase naming the first setting that differs between a finished run and the recipe, or None. A key
     that a run saved by an older version lacks counts as its FinetuneConfig default."""
-    import dataclasses
-
     from ropescale.train.config import FinetuneConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig) if f.default is not dataclasses.MISSING}
+    defaults = FinetuneConfig().to_dict()
     for key in sorted(set(saved) | set(wanted)):
         if key in NOT_IN_THE_WEIGHTS:
             continue
