@@ -74,12 +74,14 @@ def test_passkey_rows_are_whole_documents_with_training_fillers(embedded_tokeniz
     from ropescale.data.passkey import passkey_rows
 
     texts = [d.text for d in embedded_corpus("train")[:3]]
-    rows = passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128)
-    assert rows.shape == (6, 1024)
-    assert torch.equal(rows, passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128))
-    assert not torch.equal(rows, passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=4, min_len=128))
+    rows, answers = passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128)
+    assert rows.shape == answers.shape == (6, 1024) and answers.dtype == torch.bool
+    again = passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128)
+    assert torch.equal(rows, again[0]) and torch.equal(answers, again[1])
+    assert not torch.equal(rows, passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=4, min_len=128)[0])
     n_docs = 0
-    for row in rows:
+    for row, is_answer in zip(rows, answers):
+        keys = []
         for doc in _documents(embedded_tokenizer, row):
             n_docs += 1
             assert len(doc) + 1 >= 128 and doc[0] == embedded_tokenizer.bos_token_id
@@ -87,6 +89,9 @@ def test_passkey_rows_are_whole_documents_with_training_fillers(embedded_tokeniz
             assert text.startswith(TASK + "\n") and "grass is green" not in text   # never the evaluation's filler
             key = text.split("The pass key is ")[1][:5]
             assert key.isdigit() and text.endswith(f"\n{QUESTION} {key}")
+            keys.append(key)
+        # the mask marks each document's answer (the key after the question), nothing else
+        assert embedded_tokenizer.decode(row[is_answer]).split() == keys
     assert n_docs > 6   # rows hold several documents of different lengths
 
 

@@ -29,14 +29,17 @@ def _flags(model, text, out, *extra):
             "--lr", "1e-3", "--warmup-steps", "1", "--seed", "0", "--output", str(out), *map(str, extra)]
 
 
-def test_two_processes_give_the_one_process_loss_curve(tiny_train_model_dir, text_file, tmp_path):
+@pytest.mark.parametrize("passkey_share", [0.0, 0.5])   # 0.5: rows scoring every token beside rows scoring answers
+def test_two_processes_give_the_one_process_loss_curve(tiny_train_model_dir, text_file, tmp_path, passkey_share):
     two = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "ropescale", *_flags(tiny_train_model_dir, text_file, two, "--steps", 3, "--batch-size", 1)]
+           "-m", "ropescale", *_flags(tiny_train_model_dir, text_file, two, "--steps", 3, "--batch-size", 1,
+                                      "--passkey-share", passkey_share)]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     one = finetune(FinetuneConfig(model=str(tiny_train_model_dir), data=str(text_file), method="yarn", factor=8.0,
-                                  lr=1e-3, warmup_steps=1, seed=0, steps=3, batch_size=2, output=str(tmp_path / "one")))
+                                  lr=1e-3, warmup_steps=1, seed=0, steps=3, batch_size=2, output=str(tmp_path / "one"),
+                                  passkey_share=passkey_share))
     a, b = read_loss_csv(one / "loss.csv"), read_loss_csv(two / "loss.csv")
     assert len(a) == len(b) == 3
     for x, y in zip(a, b):

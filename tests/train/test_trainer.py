@@ -186,6 +186,21 @@ def test_training_loss_equals_the_models_own_loss(tiny_llama):
     assert torch.allclose(training_loss(tiny_llama, ids, chunk_size=7), expected, atol=1e-5)
 
 
+def test_training_loss_weighs_every_row_the_same(tiny_llama):
+    # a row scoring 3 tokens counts as much as a row scoring all of its tokens (passkey answers beside text)
+    from ropescale.train.loop import training_loss
+    from ropescale.train.loss import shift_labels
+
+    ids = torch.randint(0, 97, (2, 40), generator=torch.Generator().manual_seed(1))
+    labels = shift_labels(ids)
+    labels[1, :30] = -100
+    labels[1, 33:] = -100
+    per_row = [tiny_llama(ids[i : i + 1], labels=torch.cat([ids[i : i + 1, :1], labels[i : i + 1, :-1]], 1)).loss
+               for i in range(2)]   # transformers shifts its labels itself
+    expected = (per_row[0] + per_row[1]) / 2
+    assert torch.allclose(training_loss(tiny_llama, ids, chunk_size=7, labels=labels), expected, atol=1e-5)
+
+
 def test_a_bf16_base_is_saved_in_bf16_with_ties_kept(make_tiny_model, text_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -207,10 +222,15 @@ def test_passkey_share_replaces_that_fraction_of_rows(tiny_train_model_dir, text
     plain = training_rows(_config(tiny_train_model_dir, text_file, tmp_path / "a"), tokenizer, 128, 8)
     mixed = training_rows(_config(tiny_train_model_dir, text_file, tmp_path / "b", passkey_share=0.25),
                           tokenizer, 128, 8)
-    assert len(plain) > 8   # whole documents are packed: more rows than asked for, all of them kept
-    assert torch.equal(mixed[:6], plain[:6]) and len(mixed) == 8   # 6 text rows, then 2 passkey rows
-    for row in mixed[6:].tolist():
+    assert plain.scored is None and len(plain.ids) > 8   # whole documents packed: more rows than asked for
+    assert torch.equal(mixed.ids[:6], plain.ids[:6]) and len(mixed.ids) == 8   # 6 text rows, then 2 passkey rows
+    for row in mixed.ids[6:].tolist():
         assert row[-1] == tokenizer.eos_token_id and "pass key" in tokenizer.decode(row)
+    # text rows score every token, passkey rows their answers only
+    input_ids, labels = mixed.batch([5, 6])
+    assert (labels[0, :-1] == input_ids[0, 1:]).all()
+    scored = labels[1] != -100
+    assert 0 < int(scored.sum()) < 40 and tokenizer.decode(labels[1][scored]).replace(" ", "").isdigit()
     out = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "run", passkey_share=0.25))
     summary = json.loads((out / "training.json").read_text())
     assert summary["settings"]["passkey_share"] == 0.25 and summary["final_loss"] > 0

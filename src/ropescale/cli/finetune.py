@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--seq-len", type=positive_int, default=None,
                       help="training sequence length (default: L0 x factor, the target length)")
     data.add_argument("--passkey-share", type=finite_float, default=None,
-                      help="fraction of rows made of synthetic passkey documents, fillers from --data (default 0)")
+                      help="fraction of rows made of synthetic passkey documents, fillers from --data, scored on their "
+                           "answers only (default 0)")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 200)")
     opt.add_argument("--batch-size", type=positive_int, default=None, help="rows per process per micro-step (1)")

@@ -146,9 +146,10 @@ def training_filler(rng: random.Random, texts: list[str], words: list[str]) -> s
 
 def passkey_rows(
     tokenizer, n_rows: int, seq_len: int, texts: list[str], seed: int, min_len: int, digits: int = 5
-) -> torch.LongTensor:
+) -> tuple[torch.LongTensor, torch.BoolTensor]:
     """[n_rows, seq_len] rows of whole passkey documents (prompt + answer + EOS), for fine-tuning data that keeps
-    the retrieval skill of a model pretrained on such documents (the embedded model).
+    the retrieval skill of a model pretrained on such documents (the embedded model), and the [n_rows, seq_len]
+    mask of their answer tokens (the key after the question), the tokens fine-tuning scores.
 
     Each row is filled with documents of min_len..remaining tokens (half of them as long as the row allows), keys
     and depths drawn from `seed`, fillers from `texts` (`training_filler`). The evaluation's prompts share the
@@ -165,14 +166,17 @@ def passkey_rows(
     if not words:
         raise ValueError("passkey training documents need text with words for their fillers")
     rng = random.Random(seed)
-    rows = []
+    rows, answers = [], []
     for _ in range(n_rows):
         row: list[int] = []
+        is_answer: list[bool] = []
         while len(row) < seq_len:
             left = seq_len - len(row)
             total = left if left < 2 * min_len or rng.random() < 0.5 else rng.randint(min_len, left - min_len)
             prompt = passkey_prompt(tokenizer, total - answer_len - 1, rng.random(), random_key(rng, digits),
                                     training_filler(rng, texts, words))
             row += prompt.prompt_ids + prompt.answer_ids + [tokenizer.eos_token_id]
+            is_answer += [False] * len(prompt.prompt_ids) + [True] * len(prompt.answer_ids) + [False]
         rows.append(row)
-    return torch.tensor(rows, dtype=torch.long)
+        answers.append(is_answer)
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(answers, dtype=torch.bool)

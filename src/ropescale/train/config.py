@@ -43,7 +43,7 @@ class FinetuneConfig:
     text_field: str = "text"
     data_split: str = "train"
     seq_len: int | None = None                # training length; None = L0 * factor (the target length)
-    passkey_share: float = 0.0                # fraction of rows made of synthetic passkey documents (data.passkey_rows)
+    passkey_share: float = 0.0                # fraction of rows that are passkey documents, scored on their answers
     # optimisation (YaRN paper: AdamW β=(0.9, 0.95), lr 2e-5, no weight decay, 20 warmup steps)
     steps: int = 200
     batch_size: int = 1                       # rows per process per micro-step

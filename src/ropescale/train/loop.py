@@ -26,22 +26,24 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ropescale.train.checkpoint import (LossLog, check_output_dir, clear_output_dir, fingerprint_mismatch,
                                         read_state, save_checkpoint, write_json)
 from ropescale.train.config import FinetuneConfig
-from ropescale.train.loss import causal_lm_loss
+from ropescale.train.loss import IGNORE_INDEX, row_nll, shift_labels
 from ropescale.train.memory import adamw, release_freed_memory
 
 
 class CausalLMLoss(torch.nn.Module):
     """The language model plus its chunked loss, as one module, so that DDP/FSDP wrap the whole forward pass.
 
-    `forward` returns (summed NLL in nats, number of scored tokens); full-vocabulary logits never exist for the
-    whole sequence (`ropescale.train.loss.causal_lm_loss`).
+    `forward` returns (the sum over rows of each row's mean NLL over its scored tokens, in nats; the number of
+    rows). Every row weighs the same whether it scores all its tokens (text) or a few (the answers of passkey
+    documents), so the mean does not depend on how a global batch is split between processes and micro-batches.
+    Full-vocabulary logits never exist for the whole sequence (`ropescale.train.loss.row_nll`).
     """
 
     def __init__(self, lm: torch.nn.Module, chunk_size: int | None):
@@ -49,18 +51,20 @@ class CausalLMLoss(torch.nn.Module):
         self.lm = lm
         self.chunk_size = chunk_size
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None):
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None):
         kwargs = {"position_ids": position_ids} if position_ids is not None else {}
-        nll, n = causal_lm_loss(self.lm, input_ids, chunk_size=self.chunk_size, use_cache=False, **kwargs)
-        return nll, torch.tensor(n, device=nll.device)
+        nll, n = row_nll(self.lm, input_ids, labels, chunk_size=self.chunk_size, use_cache=False, **kwargs)
+        return (nll / n.clamp(min=1)).sum(), torch.tensor(input_ids.shape[0], device=nll.device)
 
 
 def training_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
-                  chunk_size: int | None = None) -> torch.Tensor:
+                  chunk_size: int | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token loss of one micro-batch, as the training step computes it (chunked logits; activation
-    checkpointing is whatever the model has enabled)."""
-    nll, n = CausalLMLoss(model, chunk_size)(input_ids, position_ids)
-    return nll / n
+    checkpointing is whatever the model has enabled): the mean over rows of each row's mean over its scored
+    tokens (`labels`, shifted; default every next token)."""
+    loss, n_rows = CausalLMLoss(model, chunk_size)(input_ids, position_ids, labels)
+    return loss / n_rows
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -109,13 +113,32 @@ def clip_and_step(accelerator, params, optimizer, scheduler, max_grad_norm: floa
     return float(norm)
 
 
-def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: int) -> torch.LongTensor:
+class TrainingRows(NamedTuple):
+    """Packed training data. ids [N, seq_len]; scored [N, seq_len] bool, True where a token is a training target
+    (its prediction from the tokens before it counts in the loss), or None when every token is one."""
+
+    ids: torch.LongTensor
+    scored: torch.BoolTensor | None
+
+    def batch(self, indices: list[int]) -> tuple[torch.LongTensor, torch.LongTensor | None]:
+        """input_ids [B, seq_len] of these rows and their shifted labels (None: every next token)."""
+        input_ids = self.ids[indices]
+        if self.scored is None:
+            return input_ids, None
+        labels = shift_labels(input_ids)
+        labels[:, :-1][~self.scored[indices][:, 1:]] = IGNORE_INDEX
+        return input_ids, labels
+
+
+def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: int) -> TrainingRows:
     """Documents of `config.data`, tokenized in order until `needed_rows` rows of `seq_len` are filled (or the
     corpus ends), packed with EOS between documents and BOS at the start of every row when the tokenizer has one.
 
     With `passkey_share` > 0, exactly that fraction of the rows are synthetic passkey documents instead
     (`ropescale.data.passkey.passkey_rows`, fillers from the same texts, seeded by `seed`), after the text rows;
-    `RowOrder` shuffles them."""
+    `RowOrder` shuffles them. Only their answers are scored (completion-only loss, as instruction tuning does):
+    the filler is noise to the language model, and the answer is the retrieval being taught.
+    """
     from ropescale.data import load_texts, pack, tokenize_documents
     from ropescale.data.passkey import passkey_rows
 
@@ -135,12 +158,12 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     except ValueError as exc:
         raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter --seq-len/--pose-window") from None
     if not share:
-        return rows
+        return TrainingRows(rows, None)
     rows = rows[:n_text]
     n_passkey = max(1, round(len(rows) * share / (1 - share)))   # the same share when the text is short
     texts = [doc.text for doc in docs[: len(token_docs)]]
-    passkey = passkey_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8)
-    return torch.cat([rows, passkey])
+    passkey, answers = passkey_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8)
+    return TrainingRows(torch.cat([rows, passkey]), torch.cat([torch.ones_like(rows, dtype=torch.bool), answers]))
 
 
 def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int) -> dict[str, Any]:
@@ -153,7 +176,7 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
             "rope": spec.to_hf() if spec is not None else None,
             "seq_len": seq_len, "target_len": target_len, "pose_window": config.pose_window,
             "lora_rank": config.lora_rank, "data": config.data, "seed": config.seed,
-            **({"passkey_share": config.passkey_share} if config.passkey_share else {}),
+            **({"passkey_share": config.passkey_share, "passkey_scored": "answers"} if config.passkey_share else {}),
             "trainable_parameters": hashlib.sha256(json.dumps(trainable).encode()).hexdigest()[:16]}
 
 
@@ -287,7 +310,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     world = accelerator.num_processes
     global_batch = config.batch_size * config.grad_accum * world
     rows = training_rows(config, tokenizer, seq_len, config.steps * global_batch)
-    order = RowOrder(len(rows), config.seed)
+    order = RowOrder(len(rows.ids), config.seed)
 
     # memory and strategy
     lm.config.use_cache = False
@@ -333,11 +356,13 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     rank = accelerator.process_index
     try:
         for step in range(start_step, config.steps):
-            nll_sum = torch.zeros((), device=accelerator.device)
-            n_sum = torch.zeros((), device=accelerator.device)
+            loss_total = torch.zeros((), device=accelerator.device)
+            rows_total = torch.zeros((), device=accelerator.device)
             for micro in range(config.grad_accum):
                 samples = sample_indices(step, micro, rank, world, config.batch_size, config.grad_accum)
-                input_ids = rows[[order(s) for s in samples]].to(accelerator.device)  # [B, seq_len]
+                input_ids, labels = rows.batch([order(s) for s in samples])   # [B, seq_len]
+                input_ids = input_ids.to(accelerator.device)
+                labels = labels.to(accelerator.device) if labels is not None else None
                 position_ids = None
                 if config.pose_window is not None:   # PoSE: skipped positions spanning the target length
                     seeds = [(config.seed << 40) + s for s in samples]
@@ -345,17 +370,17 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
                     position_ids = position_ids.to(accelerator.device)
                 last = micro == config.grad_accum - 1
                 with nullcontext() if last else accelerator.no_sync(model):  # sync gradients once per step
-                    nll, n = model(input_ids, position_ids)
-                    # every row scores seq_len - 1 tokens, so this is the mean over the global batch after DDP averages
-                    accelerator.backward(nll / (n * config.grad_accum))
-                nll_sum += nll.detach().float()
-                n_sum += n
+                    loss_sum, n_rows = model(input_ids, position_ids, labels)
+                    # every process holds as many rows: the mean over the global batch after DDP averages
+                    accelerator.backward(loss_sum / (n_rows * config.grad_accum))
+                loss_total += loss_sum.detach().float()
+                rows_total += n_rows
             lr = scheduler.get_last_lr()[0]
             if not cuda and step == start_step:
                 release_freed_memory()   # before AdamW allocates its state on top of the gradients; later steps
                 #                          reuse the freed blocks (trimming every step costs ~13 % on small models)
             grad_norm = clip_and_step(accelerator, params, optimizer, scheduler, config.max_grad_norm)
-            totals = accelerator.reduce(torch.stack([nll_sum, n_sum]), reduction="sum")   # global mean loss
+            totals = accelerator.reduce(torch.stack([loss_total, rows_total]), reduction="sum")   # global mean loss
             last_loss = float(totals[0] / totals[1])
             tokens += global_batch * seq_len
             elapsed = elapsed_before + time.perf_counter() - t0
@@ -397,7 +422,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
             "resumed_from_step": start_step if resume_from is not None else None,
             "tokens": tokens, "elapsed_s": round(elapsed, 3),
             "final_loss": last_loss, "trainable_parameters": n_trainable, "total_parameters": n_total,
-            "processes": world, "global_batch_rows": global_batch, "packed_rows": len(rows),
+            "processes": world, "global_batch_rows": global_batch, "packed_rows": len(rows.ids),
             "mixed_precision": accelerator.mixed_precision, "versions": _versions()})
         print(f"saved {output} (final loss {last_loss:.4f}, {tokens:,} tokens, {elapsed:.1f} s)", flush=True)
     if config.report_to:

@@ -99,9 +99,9 @@ def shift_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = 
     return labels
 
 
-def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                   chunk_size: int | None = None, **kwargs) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL (nats) and the number of scored tokens, from chunked logits.
+def row_nll(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+            chunk_size: int | None = None, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token NLL (nats) summed over each row's scored tokens [B], and each row's number of them [B].
 
     `labels` defaults to the shifted `input_ids`; pass your own (already shifted) to score only some positions.
     `chunk_size` None sizes chunks from the vocabulary (`auto_chunk_size`).
@@ -113,4 +113,12 @@ def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor | None =
     if chunk_size is None:
         chunk_size = auto_chunk_size(input_ids.shape[0], model.get_output_embeddings().weight.shape[0])
     nll = token_nll(output_logits_fn(model), hidden, labels, chunk_size)
-    return nll.sum(), int((labels != IGNORE_INDEX).sum())
+    return nll.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+
+def causal_lm_loss(model, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                   chunk_size: int | None = None, **kwargs) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL (nats) and the number of scored tokens, from chunked logits (arguments of
+    `row_nll`)."""
+    nll, n = row_nll(model, input_ids, labels, chunk_size, **kwargs)
+    return nll.sum(), int(n.sum())
