@@ -201,6 +201,24 @@ def test_training_loss_weighs_every_row_the_same(tiny_llama):
     assert torch.allclose(training_loss(tiny_llama, ids, chunk_size=7, labels=labels), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("lora_rank", [None, 4])
+def test_weights_gathered_from_shards_save_the_same_model(tiny_train_model_dir, text_file, tmp_path, monkeypatch,
+                                                          lora_rank):
+    # FSDP / DeepSpeed ZeRO: the main process rebuilds the model from accelerate's gathered state dict. That dict
+    # has the keys of the unsharded model, so taking it from one process exercises the same rebuild on CPU.
+    import ropescale.train.loop as loop
+
+    plain = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "plain", lora_rank=lora_rank))
+    rebuilds, real_rebuilt = [], loop._rebuilt
+    monkeypatch.setattr(loop, "_rebuilt", lambda *a: rebuilds.append(1) or real_rebuilt(*a))
+    monkeypatch.setattr(loop, "_gathered_weights", lambda accelerator, model: accelerator.get_state_dict(model))
+    rebuilt = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "rebuilt", lora_rank=lora_rank))
+    assert rebuilds == [1]
+    a, b = _weights(plain), _weights(rebuilt)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["model.norm.weight"], torch.ones_like(a["model.norm.weight"]))   # it trained
+
+
 def test_a_bf16_base_is_saved_in_bf16_with_ties_kept(make_tiny_model, text_file, tmp_path):
     from transformers import AutoModelForCausalLM
 

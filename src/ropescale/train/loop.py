@@ -243,6 +243,47 @@ def _saved_dtype(model_name) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
 
 
+def _scaled_model(config: FinetuneConfig):
+    """The base model with the config's rope spec applied (spec None: trained as saved); returns (model, spec)."""
+    from ropescale.models import load_model
+    from ropescale.patch import apply
+
+    lm = load_model(config.model, attn_implementation=_attn_implementation())
+    spec = _spec(config, lm)
+    if spec is not None:
+        apply(lm, spec)
+    return lm, spec
+
+
+def _with_lora(lm, config: FinetuneConfig):
+    from ropescale.train.lora import add_lora
+
+    if config.lora_rank is None:
+        return lm
+    return add_lora(lm, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_trainable)
+
+
+def _gathered_weights(accelerator, model) -> dict[str, torch.Tensor] | None:
+    """Whole weights of the trained model when they are sharded over processes (FSDP, DeepSpeed ZeRO), gathered
+    on the main process by accelerate (`Accelerator.get_state_dict`, which every process must call; ZeRO-3 needs
+    `stage3_gather_16bit_weights_on_model_save`). None otherwise: the main process already holds them."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return None
+    return accelerator.get_state_dict(model)
+
+
+def _rebuilt(config: FinetuneConfig, state: dict[str, torch.Tensor]):
+    """A fresh copy of the trained model (base, spec, LoRA adapters) holding the gathered `state` of the
+    `CausalLMLoss` wrapper (keys "lm.*")."""
+    lm = _with_lora(_scaled_model(config)[0], config)
+    prefix = "lm."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    lm.load_state_dict(weights, strict=True)
+    return lm
+
+
 def _save_final(model, tokenizer, spec, output: Path, provenance: dict[str, Any]) -> None:
     """The final model as a native checkpoint in the run directory, through `ropescale.export.hf.save_extended`
     (both rope schemas, ropescale.json, README). save_extended replaces its whole target directory, so it writes
@@ -274,9 +315,8 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     from tqdm.auto import tqdm
 
     from ropescale.data.pose import pose_batch_position_ids
-    from ropescale.models import load_model, load_tokenizer
-    from ropescale.patch import apply
-    from ropescale.train.lora import add_lora, count_parameters, merge_lora
+    from ropescale.models import load_tokenizer
+    from ropescale.train.lora import count_parameters, merge_lora
     from ropescale.train.schedule import make_scheduler
 
     if not config.output:
@@ -299,10 +339,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
 
     # model, rope, data
     tokenizer = load_tokenizer(config.model)
-    lm = load_model(config.model, attn_implementation=_attn_implementation())
-    spec = _spec(config, lm)
-    if spec is not None:
-        apply(lm, spec)
+    lm, spec = _scaled_model(config)
     target_len = target_length(spec, lm.config)
     if config.pose_window is not None and config.pose_window > target_len:
         raise ValueError(f"--pose-window {config.pose_window} is longer than the target length {target_len}")
@@ -316,8 +353,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     lm.config.use_cache = False
     if config.gradient_checkpointing:
         _enable_checkpointing(lm)
-    if config.lora_rank is not None:
-        lm = add_lora(lm, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_trainable)
+    lm = _with_lora(lm, config)
     lm.train()
     n_trainable, n_total = count_parameters(lm)
     if main:
@@ -409,8 +445,9 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     # final checkpoint
     accelerator.wait_for_everyone()
     elapsed = elapsed_before + time.perf_counter() - t0
+    gathered = _gathered_weights(accelerator, model)   # a collective: every process takes part
     if main:
-        final = merge_lora(accelerator.unwrap_model(model).lm)
+        final = merge_lora(accelerator.unwrap_model(model).lm if gathered is None else _rebuilt(config, gathered))
         final.to(_saved_dtype(config.model))   # trained in fp32 (master weights); saved as the base was
         final.config.use_cache = True          # turned off for training only
         _save_final(final, tokenizer, spec, output, provenance={
