@@ -95,6 +95,20 @@ def test_passkey_rows_are_whole_documents_with_training_fillers(embedded_tokeniz
     assert n_docs > 6   # rows hold several documents of different lengths
 
 
+def test_passkey_rows_put_some_keys_at_either_end(embedded_tokenizer):
+    from ropescale.data import embedded_corpus
+    from ropescale.data.passkey import passkey_rows
+
+    texts = [d.text for d in embedded_corpus("train")[:3]]
+    rows, _ = passkey_rows(embedded_tokenizer, 40, 256, texts, seed=0, min_len=100)
+    docs = [embedded_tokenizer.decode(doc, skip_special_tokens=True)
+            for row in rows for doc in _documents(embedded_tokenizer, row)]
+    first = sum(d.startswith(TASK + "\n\nThe pass key is") for d in docs)
+    last = sum(f"is the pass key.\n\n{QUESTION}" in d for d in docs)
+    # about END_DEPTH_SHARE (10 %) of the documents at each end; uniform depths alone give 1 and 3 of these 63
+    assert 0.06 * len(docs) <= first <= 0.2 * len(docs) and 0.06 * len(docs) <= last <= 0.2 * len(docs)
+
+
 def test_passkey_rows_refuse_rows_too_short_for_a_document(embedded_tokenizer):
     from ropescale.data.passkey import passkey_rows
 
