@@ -1,4 +1,4 @@
-"""Pretrain the embedded model: a small Llama at L0 = 256 on the training plays plus synthetic passkey documents.
+"""Pretrain the embedded model: a small Llama at L0 = 256 on the training plays plus synthetic retrieval documents.
 
     python scripts/build_tokenizer.py                            # tokenizer -> src/ropescale/assets/model
     OMP_NUM_THREADS=2 python scripts/pretrain_embedded.py        # checkpoints in runs/embedded, final model
@@ -9,21 +9,22 @@ step 950), whose exact commands are in src/ropescale/assets/model/MODEL_CARD.md.
 
 Every batch mixes two kinds of rows of L0 tokens:
 - Shakespeare: <s> + L0 - 1 tokens from a random offset of the training stream (plays joined with </s>);
-- passkey (`--pk-share` of the rows): whole Landmark passkey documents, prompt + answer + </s>, built by
-  `ropescale.data.passkey_prompt` (the function `ropescale eval passkey` uses) and never split, topped up with
-  Shakespeare to L0 tokens (`--pk-pack`: as many documents as fit first). Lengths grow from `--pk-min-len` to L0
-  over the first `--curriculum` of the steps, then half are full length; depth uniform in [0, 1]; 5-digit keys.
-  The filler is a random word sequence (`--pk-random-words` of them), a Shakespeare excerpt
-  (`--pk-shakespeare` of the rest, `--pk-excerpt-chars` long) or the Landmark sentence. Short fillers repeat,
-  and predicting a repeat of a random filler needs copying from context, the skill retrieval needs; the fixed
-  Landmark sentence is simply memorised.
+- synthetic (`--pk-share` of the rows): whole retrieval documents, prompt + answer + </s>, never split, topped up
+  with Shakespeare to L0 tokens (`--pk-pack`: as many documents as fit first), from
+  `ropescale.data.synthetic.training_document`: Landmark passkey prompts and RULER's needle and variable-tracking
+  formats (the generators `ropescale eval passkey` and `eval ruler` use), with fillers of the training families
+  only (Shakespeare lines, random words, "The <noun> is <adjective>." noise, shuffled sentences of the plays) and
+  keys of the training half (`ropescale.data.fillers`); the evaluation's Landmark sentence, essays and held-out
+  plays never appear. Lengths grow from `--pk-min-len` to L0 over the first `--curriculum` of the steps, then half
+  are full length; depth uniform in [0, 1] with a tenth at each end.
 Next-token loss on every token, the answer tokens of passkey documents weighted `--answer-weight` times (they are
 6 of ~250 tokens, and the retrieval they need is the skill the model is shipped for). AdamW, linear warmup,
 cosine decay to `--min-lr`, bf16 autocast.
 
 Batch b of step s is drawn from random.Random(seed, s) alone, so a resumed run (`--resume`, from
 <out>/checkpoint.pt, written every `--save-every` steps) sees exactly the batches of an uninterrupted one.
-Every `--eval-every` steps it logs passkey accuracy on 32 fixed trials at L0 and bpb on 16 held-out windows.
+Every `--eval-every` steps it logs passkey accuracy on 32 fixed trials at L0 with Landmark's filler and 32 with
+the bundled essays (both never trained on) and bpb on 16 held-out windows.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E
 
 from measure_embedded import bits_per_byte, eval_rows, passkey_accuracy  # noqa: E402
 from ropescale import embedded_model_path  # noqa: E402
-from ropescale.data import embedded_corpus, passkey_prompt, passkey_trials, tokenize_documents  # noqa: E402
-from ropescale.data.passkey import random_key  # noqa: E402
+from ropescale.data import embedded_corpus, passkey_trials, tokenize_documents  # noqa: E402
+from ropescale.data.fillers import essay_sentences  # noqa: E402
+from ropescale.data.passkey import training_depth  # noqa: E402
+from ropescale.data.synthetic import training_document  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,12 +70,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=768)
     p.add_argument("--pk-share", type=float, default=0.6, help="fraction of rows that are passkey prompts")
-    p.add_argument("--pk-shakespeare", type=float, default=0.4,
-                   help="of the passkey rows without random words, those with a Shakespeare filler")
-    p.add_argument("--pk-excerpt-chars", type=int, nargs=2, default=(30, 200), metavar=("MIN", "MAX"),
-                   help="length range of a Shakespeare filler excerpt; short ones repeat within the prompt")
-    p.add_argument("--pk-random-words", type=float, default=0.5,
-                   help="passkey rows whose filler is a random word sequence, repeated (checked before Shakespeare)")
     p.add_argument("--pk-min-len", type=int, default=112)
     p.add_argument("--pk-pack", action=argparse.BooleanOptionalAction, default=True,
                    help="fill each passkey row with as many whole passkey documents as fit")
@@ -120,34 +117,13 @@ class Batches:
         self.args, self.tok = args, tokenizer
         plays = embedded_corpus("train")
         self.stream = [t for ids in tokenize_documents(tokenizer, plays) for t in (*ids, tokenizer.eos_token_id)]
-        self.texts = [d.text for d in plays]
-        self.words = sorted({w for text in self.texts for w in text.split() if w.isalpha()})
-        self.answer_len = len(passkey_prompt(tokenizer, args.seq_len, 0.5, "12345").answer_ids)
 
     def lm_tokens(self, rng: random.Random, n: int) -> list[int]:
         start = rng.randrange(len(self.stream) - n)
         return self.stream[start : start + n]
 
-    def passkey_doc(self, rng: random.Random, total: int) -> list[int]:
-        """One whole passkey document of `total` tokens: prompt + answer + </s>."""
-        filler = None
-        if self.args.pk_random_words and rng.random() < self.args.pk_random_words:
-            # a random word sequence repeated as the filler: no n-gram statistics to lean on, so its repeats are
-            # predictable only by copying from context, the same skill as retrieving the key
-            filler = " ".join(rng.choice(self.words) for _ in range(rng.randint(4, 24)))
-        elif rng.random() < self.args.pk_shakespeare:
-            lo, hi = self.args.pk_excerpt_chars
-            n_chars = hi if lo == hi else rng.randint(lo, hi)
-            text = rng.choice(self.texts)
-            start = rng.randrange(max(1, len(text) - n_chars))
-            # one line (newlines mark the key line); an excerpt shorter than the filler budget is repeated, like
-            # the Landmark sentence, and predicting its repeats is an induction (copy) task
-            filler = " ".join(text[start : start + n_chars].split())
-        prompt = passkey_prompt(self.tok, total - self.answer_len - 1, rng.random(), random_key(rng), filler)
-        return prompt.prompt_ids + prompt.answer_ids + [self.tok.eos_token_id]
-
     def passkey_row(self, rng: random.Random, step: int) -> tuple[list[int], list[int]]:
-        """Whole passkey documents (never split), topped up with Shakespeare to seq_len tokens, and the positions
+        """Whole synthetic documents (never split), topped up with Shakespeare to seq_len tokens, and the positions
         of their answer tokens. Half the documents are as long as the curriculum allows, half uniform from
         pk_min_len; with --pk-pack, further documents follow while pk_min_len tokens remain (more retrieval
         targets per row)."""
@@ -159,8 +135,9 @@ class Batches:
         while a.seq_len - len(row) >= a.pk_min_len and (not row or a.pk_pack):
             cap = min(longest, a.seq_len - len(row))
             total = cap if rng.random() < 0.5 else rng.randint(a.pk_min_len, cap)
-            row += self.passkey_doc(rng, total)
-            answers += range(len(row) - 1 - self.answer_len, len(row) - 1)  # the document ends answer + </s>
+            doc = training_document(self.tok, rng, total, training_depth(rng))
+            answers += [len(row) + i for i, is_answer in enumerate(doc.is_answer) if is_answer]
+            row += doc.ids
         return row + self.lm_tokens(rng, a.seq_len - len(row)), answers
 
     def __call__(self, step: int) -> tuple[torch.LongTensor, torch.Tensor]:
@@ -224,8 +201,8 @@ def main() -> None:
     print(f"model: {n_params / 1e6:.2f} M parameters; args: {vars(args)}", flush=True)
 
     batches = Batches(args, tokenizer)
-    answer_len = batches.answer_len
-    trials = passkey_trials(tokenizer, args.seq_len - answer_len, 32, seed=1234)
+    trials = passkey_trials(tokenizer, args.seq_len - 6, 32, seed=1234)  # Landmark's filler: never trained on
+    essay_trials = passkey_trials(tokenizer, args.seq_len - 6, 32, seed=1235, filler=" ".join(essay_sentences()))
     held_out = eval_rows(tokenizer, args.seq_len)
     held_out = held_out[torch.linspace(0, len(held_out) - 1, 16).long()]  # [16, L0], spread over both plays
     log = open(args.out / "metrics.jsonl", "a")
@@ -250,6 +227,7 @@ def main() -> None:
                   "grad_norm": round(float(grad_norm), 3), "elapsed_s": round(elapsed, 1)}
         if done % args.eval_every == 0 or done == args.steps:
             record["passkey_acc"] = passkey_accuracy(model, trials)
+            record["passkey_essays_acc"] = passkey_accuracy(model, essay_trials)
             record["heldout_bpb"] = round(bits_per_byte(model, tokenizer, held_out)["bpb"], 4)
             t_last = time.time()  # evaluation time is not training time
         if done % 10 == 0 or "passkey_acc" in record:

@@ -150,7 +150,8 @@ def training_filler(rng: random.Random, texts: list[str], words: list[str]) -> s
 END_DEPTH_SHARE = 0.1
 
 
-def _training_depth(rng: random.Random) -> float:
+def training_depth(rng: random.Random) -> float:
+    """A key depth for a training document: uniform, and each end `END_DEPTH_SHARE` of the time."""
     u = rng.random()
     return 0.0 if u < END_DEPTH_SHARE else 1.0 if u < 2 * END_DEPTH_SHARE else rng.random()
 
@@ -185,7 +186,7 @@ def passkey_rows(
         while len(row) < seq_len:
             left = seq_len - len(row)
             total = left if left < 2 * min_len or rng.random() < 0.5 else rng.randint(min_len, left - min_len)
-            prompt = passkey_prompt(tokenizer, total - answer_len - 1, _training_depth(rng), random_key(rng, digits),
+            prompt = passkey_prompt(tokenizer, total - answer_len - 1, training_depth(rng), random_key(rng, digits),
                                     training_filler(rng, texts, words))
             row += prompt.prompt_ids + prompt.answer_ids + [tokenizer.eos_token_id]
             is_answer += [False] * len(prompt.prompt_ids) + [True] * len(prompt.answer_ids) + [False]

@@ -1,0 +1,175 @@
+"""RULER's synthetic tasks: formats pinned to RULER's templates, exact token lengths, scoring, and the split of keys
+and fillers between training and evaluation."""
+
+import random
+import re
+
+import pytest
+
+from ropescale.data import fillers, ruler, synthetic
+
+HAY = ruler.Haystacks(essay=fillers.essay_sentences())
+FIT_AT_512 = [n for n in ruler.SYNTHETIC_TASKS if n not in ("cwe", "fwe")]
+
+
+def text_of(tok, sample):
+    return tok.decode(sample.prompt_ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("name", FIT_AT_512)
+@pytest.mark.parametrize("length", [512, 777])
+def test_needle_and_tracing_samples_fill_the_length_exactly(embedded_tokenizer, other_tokenizer, name, length):
+    for tok in (embedded_tokenizer, other_tokenizer):
+        for index in range(3):
+            s = ruler.ruler_sample(tok, name, length, index, 3, hay=HAY)
+            assert len(s.prompt_ids) + len(s.answer_ids) == length
+
+
+@pytest.mark.parametrize("name", ["cwe", "fwe"])
+def test_list_tasks_fill_the_length_to_within_one_item(embedded_tokenizer, name):
+    s = ruler.ruler_sample(embedded_tokenizer, name, 2048, 0, 1, hay=HAY)
+    assert 2048 - 12 <= len(s.prompt_ids) + len(s.answer_ids) <= 2048
+
+
+def test_niah_single_1_is_rulers_template_with_the_noise_haystack(embedded_tokenizer):
+    s = ruler.ruler_sample(embedded_tokenizer, "niah_single_1", 1024, 1, 3, hay=HAY)
+    text = text_of(embedded_tokenizer, s)
+    assert text.startswith("A special magic number is hidden within the following text. Make sure to memorize it. "
+                           "I will quiz you about the number afterwards.\nThe grass is green.")
+    (value,) = s.outputs
+    assert re.fullmatch(r"[1-9]\d{6}", value)  # a 7-digit number
+    key = re.search(r"One of the special magic numbers for ([a-z]+-[a-z]+) is: " + value + r"\.", text).group(1)
+    assert text.endswith(f"\nWhat is the special magic number for {key} mentioned in the provided text? "
+                         f"The special magic number for {key} mentioned in the provided text is")
+    assert text.count("special magic numbers for") == 1  # one needle
+    assert embedded_tokenizer.decode(s.answer_ids) == f" {value}."
+    assert 0.4 < s.depth < 0.6  # sample 1 of 3: the middle
+
+
+def test_niah_multikey_1_hides_four_keys_and_asks_one(embedded_tokenizer):
+    s = ruler.ruler_sample(embedded_tokenizer, "niah_multikey_1", 1024, 0, 2, hay=HAY)
+    text = text_of(embedded_tokenizer, s)
+    assert text.count("One of the special magic numbers for") == 4
+    assert len(s.outputs) == 1 and s.depth == 0.0
+
+
+def test_multikey_2_haystack_is_made_of_distractor_needles(embedded_tokenizer):
+    s = ruler.ruler_sample(embedded_tokenizer, "niah_multikey_2", 1024, 0, 1, hay=HAY)
+    lines = text_of(embedded_tokenizer, s).split("\n")[1:-1]
+    needles = [ln for ln in lines if re.fullmatch(r"One of the special magic numbers for [a-z]+-[a-z]+ is: \d{7}\.", ln)]
+    assert len(needles) >= len(lines) - 1 > 10  # every line a needle (the last cut to fit)
+
+
+def test_multikey_3_keys_and_values_are_uuids(embedded_tokenizer):
+    s = ruler.ruler_sample(embedded_tokenizer, "niah_multikey_3", 1024, 0, 1, hay=HAY)
+    uuid = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    assert re.fullmatch(uuid, s.outputs[0])
+    assert re.search(f"special magic uuids for {uuid} is: {s.outputs[0]}", text_of(embedded_tokenizer, s))
+
+
+def test_multivalue_and_multiquery_answer_four_values(embedded_tokenizer):
+    mv = ruler.ruler_sample(embedded_tokenizer, "niah_multivalue", 1024, 0, 1, hay=HAY)
+    text = text_of(embedded_tokenizer, mv)
+    assert len(mv.outputs) == 4 and "What are all the special magic numbers for" in text
+    key = re.search(r"numbers for (\S+) mentioned", text).group(1)
+    assert all(f"numbers for {key} is: {v}." in text for v in mv.outputs)
+    mq = ruler.ruler_sample(embedded_tokenizer, "niah_multiquery", 1024, 0, 1, hay=HAY)
+    query = re.search(r"numbers for (.+) mentioned in the provided text\?", text_of(embedded_tokenizer, mq)).group(1)
+    assert len(mq.outputs) == 4 and query.count(", ") == 3 and ", and " in query  # RULER: "a, b, c, and d"
+
+
+def test_vt_hides_one_chain_of_four_hops_in_order(embedded_tokenizer):
+    s = ruler.ruler_sample(embedded_tokenizer, "vt", 1024, 0, 2, hay=HAY)
+    text = text_of(embedded_tokenizer, s)
+    chain = re.findall(r"VAR ([A-Z]{5}) = (VAR [A-Z]{5}|\d{5})", text)
+    assert [name for name, _ in chain] == s.outputs and len(chain) == 5
+    value = chain[0][1]
+    assert all(rhs == f"VAR {chain[i][0]}" for i, (_, rhs) in enumerate(chain[1:]))
+    assert text.startswith("Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n")
+    assert text.endswith(f"Question: Find all variables that are assigned the value {value} in the text above. Answer: "
+                         f"According to the chain(s) of variable assignment in the text above, 5 variables are "
+                         f"assigned the value {value}, they are:")
+
+
+def test_cwe_repeats_ten_words_more_than_the_rest(embedded_tokenizer):
+    s = ruler.ruler_sample(embedded_tokenizer, "cwe", 2048, 0, 1, hay=HAY)
+    query = text_of(embedded_tokenizer, s).split("Below is a numbered list of words.")[2]
+    words = re.findall(r"\d+\. ([a-z]+)", query.split("\nQuestion:")[0])
+    counts = {w: words.count(w) for w in set(words)}
+    assert len(s.outputs) == 10 and all(counts[w] == 6 for w in s.outputs)  # below 4K: 6 times, others once
+    assert all(c == 1 for w, c in counts.items() if w not in s.outputs)
+
+
+def test_fwe_answers_the_three_most_frequent_coded_words(embedded_tokenizer):
+    s = ruler.ruler_sample(embedded_tokenizer, "fwe", 2048, 0, 1, hay=HAY)
+    context = text_of(embedded_tokenizer, s).split("coded words. ")[1].split("\nQuestion:")[0].split()
+    ranked = sorted(set(context), key=context.count, reverse=True)
+    assert ranked[0] == "..." and ranked[1:4] == s.outputs
+    assert context.count(s.outputs[0]) > context.count(s.outputs[1]) > context.count(s.outputs[2])
+
+
+def test_a_length_too_short_for_a_task_is_refused_with_its_name(embedded_tokenizer):
+    with pytest.raises(ValueError, match=r"niah_multiquery at length 128: needs at least \d+ tokens"):
+        ruler.ruler_sample(embedded_tokenizer, "niah_multiquery", 128, 0, 1, hay=HAY)
+
+
+def test_samples_depend_on_seed_task_length_and_index_only(embedded_tokenizer):
+    a = ruler.ruler_sample(embedded_tokenizer, "niah_single_2", 600, 3, 5, hay=HAY)
+    assert a == ruler.ruler_sample(embedded_tokenizer, "niah_single_2", 600, 3, 5, hay=HAY)
+    assert a != ruler.ruler_sample(embedded_tokenizer, "niah_single_2", 600, 3, 5, seed=1, hay=HAY)
+
+
+def test_chat_template_wraps_the_task_and_the_answer_prefix_follows(embedded_tokenizer):
+    tok = embedded_tokenizer
+    template = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>"
+    wrapped = type(tok).from_pretrained(tok.name_or_path)
+    wrapped.chat_template = template
+    s = ruler.ruler_sample(wrapped, "niah_single_1", 600, 0, 1, hay=HAY, chat_template=True)
+    text = wrapped.decode(s.prompt_ids)
+    assert text.startswith("<|user|>A special magic number") and len(s.prompt_ids) + len(s.answer_ids) == 600
+    assert "provided text?<|end|><|assistant|>The special magic number for" in text
+
+
+def test_string_match_scores_as_ruler():
+    assert ruler.string_match_all(" The numbers are 123 and 456.", ["123", "456", "789"]) == pytest.approx(2 / 3)
+    assert ruler.string_match_all("ABCDE abcde", ["abcde"]) == 1.0  # case-insensitive
+    assert ruler.string_match_part("Paris, France", ["paris", "london"]) == 1.0
+    assert ruler.string_match_part("Rome", ["paris", "london"]) == 0.0
+    assert ruler.score("qa_1", "Paris", ["paris", "x"]) == 1.0
+    assert ruler.score("niah_multivalue", "1 2", ["1", "2", "3", "4"]) == 0.5
+
+
+def test_evaluation_keys_and_training_keys_never_meet(embedded_tokenizer):
+    rng = random.Random(0)
+    train_docs = [synthetic.training_document(embedded_tokenizer, rng, 256, rng.random()) for _ in range(60)]
+    keys = set()
+    for doc in train_docs:
+        text = embedded_tokenizer.decode(doc.ids)
+        keys |= set(re.findall(r"\b\d{5}\b|\b\d{7}\b|[0-9a-f]{8}-[0-9a-f-]{27}|[a-z]+-[a-z]+(?= is:)", text))
+    assert keys and all(fillers.key_split(k) == "train" for k in keys)
+    for index in range(10):
+        s = ruler.ruler_sample(embedded_tokenizer, "niah_multikey_2", 512, index, 10, hay=HAY)
+        found = re.findall(r"for (\S+) is: (\d{7})", text_of(embedded_tokenizer, s))
+        assert found and all(fillers.key_split(k) == fillers.key_split(v) == "eval" for k, v in found)
+
+
+def test_training_documents_never_hold_an_evaluation_filler(embedded_tokenizer):
+    rng = random.Random(1)
+    landmark = set(fillers.sentences(fillers.LANDMARK))
+    essays = set(fillers.essay_sentences())
+    for _ in range(60):
+        doc = synthetic.training_document(embedded_tokenizer, rng, 256, rng.random())
+        text = embedded_tokenizer.decode(doc.ids, skip_special_tokens=True)
+        assert not any(s in text for s in landmark | essays if len(s) > 20)
+        assert "The grass is green. The sky is blue." not in text
+        assert len(doc.ids) == 256 and 0 < sum(doc.is_answer) < 40
+
+
+def test_filler_families_split_training_from_evaluation():
+    assert not set(fillers.TRAIN_FAMILIES) & set(fillers.EVAL_FAMILIES)
+    assert set(fillers.UNSEEN_FAMILIES) <= set(fillers.EVAL_FAMILIES)
+    rng = random.Random(0)
+    for family in fillers.FAMILIES:
+        assert "".join(fillers.draw_filler(family, rng)).strip()
+    with pytest.raises(ValueError, match="filler family must be one of"):
+        fillers.draw_filler("poems", rng)
