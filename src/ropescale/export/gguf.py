@@ -1,0 +1,116 @@
+"""A GGUF file that carries the extension: a copy of the base model's GGUF whose metadata says the new rope, so
+`llama-server -m OUT.gguf` serves the extended model with no flags.
+
+The keys and tensors are `llamacpp_settings(...)["gguf"]`, written as llama.cpp's own converter
+(`convert_hf_to_gguf.py`) writes them: `{arch}.context_length`, `{arch}.rope.freq_base`, `{arch}.rope.scaling.*`
+(type, factor, original_context_length, attn_factor), longrope's `rope_factors_long/short.weight` and llama3's
+`rope_freqs.weight` as F32 tensors. Every tensor of the base is copied byte for byte (quantization kept). What a
+GGUF file cannot carry is refused with the reason: dynamic scaling (llama.cpp has none), YaRN β values and
+truncate=False (flags only for llama.cpp's generic architectures).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ropescale.export.runtimes import llamacpp_settings
+from ropescale.rope.spec import RopeSpec
+
+GGUF_EXTRA = "pip install 'ropescale[gguf]'"
+_INT_KEYS = ("context_length", "original_context_length", "dimension_count")
+
+
+def _gguf():
+    try:
+        import gguf  # optional: the ropescale[gguf] extra
+    except ImportError:
+        raise ValueError(f"reading and writing GGUF files needs the gguf package: {GGUF_EXTRA}") from None
+    return gguf
+
+
+def refusals(spec: RopeSpec, settings: dict) -> list[str]:
+    """Why a GGUF file cannot carry `spec` (empty when it can)."""
+    why = []
+    if spec.method in ("dynamic", "dynamic-yarn"):
+        why.append(f"llama.cpp has no dynamic scaling: method {spec.method!r} cannot be written into a GGUF file "
+                   "(--to llamacpp serves it statically and says what that loses)")
+    if any(f.startswith("--yarn-beta") for f in settings["flags"]):
+        why.append("YaRN beta_fast/beta_slow other than 32/1 reach llama.cpp's generic architectures only as "
+                   "flags (--to llamacpp prints them)")
+    if spec.truncate is False:
+        why.append("llama.cpp always truncates the YaRN correction range: truncate=false cannot be served")
+    return why
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Every key of a GGUF file with its value (arrays of tokens and merges by their length) and the tensor names:
+    {"keys": {...}, "tensors": {name: (shape, type name)}}."""
+    gguf = _gguf()
+    reader = gguf.GGUFReader(str(path))
+    keys = {}
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        value = field.contents()
+        keys[name] = f"<{len(value)} items>" if isinstance(value, list) and len(value) > 64 else value
+    tensors = {t.name: (tuple(int(x) for x in t.shape), t.tensor_type.name) for t in reader.tensors}
+    return {"keys": keys, "tensors": tensors}
+
+
+def architecture(path: str | Path) -> str:
+    gguf = _gguf()
+    return str(gguf.GGUFReader(str(path)).fields["general.architecture"].contents())
+
+
+def write_extended_gguf(base: str | Path, spec: RopeSpec, max_len: int, head_dim: int,
+                        output: str | Path) -> dict:
+    """Copy `base` to `output` with the metadata of `spec` served up to `max_len` tokens; returns the settings
+    (`gguf` keys written, `lossy` notes). Raises ValueError when GGUF cannot carry the spec (`refusals`)."""
+    gguf = _gguf()
+    base, output = Path(base), Path(output)
+    reader = gguf.GGUFReader(str(base))
+    arch = str(reader.fields["general.architecture"].contents())
+    settings = llamacpp_settings(spec, max_len, head_dim, arch=arch)
+    why = refusals(spec, settings)
+    if why:
+        raise ValueError("; ".join(why))
+    keys = {k: v for k, v in settings["gguf"].items() if not k.endswith(".weight")}
+    tensors = {k: np.asarray(v, dtype=np.float32) for k, v in settings["gguf"].items() if k.endswith(".weight")}
+    tmp = output.with_name(f".tmp-{output.name}")
+    writer = gguf.GGUFWriter(str(tmp), arch=arch, endianess=reader.endianess)
+    for field in reader.fields.values():
+        name = field.name
+        # the base's own rope scaling keys go: the new spec says all of its scaling
+        if name == "general.architecture" or name.startswith("GGUF.") or name in keys \
+                or name.startswith(f"{arch}.rope.scaling."):
+            continue
+        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, field.contents(), field.types[0], sub_type=sub_type)
+    for name, value in keys.items():
+        writer.add_key_value(name, value, _value_type(gguf, name, value))
+    kept = [t for t in reader.tensors if t.name not in tensors]
+    for t in kept:
+        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    for name, data in tensors.items():
+        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, gguf.GGMLQuantizationType.F32)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in kept:
+        writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
+    for data in tensors.values():
+        writer.write_tensor_data(data)
+    writer.close()
+    os.replace(tmp, output)  # atomic: a crash leaves the previous file or none
+    return settings
+
+
+def _value_type(gguf, name: str, value):
+    if isinstance(value, str):
+        return gguf.GGUFValueType.STRING
+    if name.rsplit(".", 1)[-1] in _INT_KEYS:
+        return gguf.GGUFValueType.UINT32
+    return gguf.GGUFValueType.FLOAT32

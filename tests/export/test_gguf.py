@@ -1,0 +1,75 @@
+"""GGUF export: a copy of the base file whose metadata carries the extension, tensors byte for byte."""
+
+import numpy as np
+import pytest
+
+from ropescale import RopeSpec
+
+gguf = pytest.importorskip("gguf")
+from ropescale.export.gguf import read_metadata, write_extended_gguf  # noqa: E402
+
+
+@pytest.fixture
+def base_gguf(tmp_path):
+    """A tiny llama GGUF: a few keys (one stale yarn key), two tensors (one quantized layout kept as bytes)."""
+    path = tmp_path / "base.gguf"
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_context_length(256)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(64)
+    w.add_key_value("llama.rope.scaling.attn_factor", 1.5, gguf.GGUFValueType.FLOAT32)  # stale: must go
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    w.add_tensor("token_embd.weight", rng.standard_normal((3, 8)).astype(np.float32))
+    w.add_tensor("blk.0.attn_q.weight", rng.standard_normal((8, 8)).astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def tensors(path):
+    return {t.name: bytes(t.data.tobytes()) for t in gguf.GGUFReader(str(path)).tensors}
+
+
+def test_yarn_is_written_as_llamacpp_keys_and_tensors_are_copied(base_gguf, tmp_path):
+    out = tmp_path / "out.gguf"
+    spec = RopeSpec(method="yarn", factor=8.0, original_max_position_embeddings=256)
+    write_extended_gguf(base_gguf, spec, 2048, 64, out)
+    keys = read_metadata(out)["keys"]
+    assert keys["llama.context_length"] == 2048
+    assert keys["llama.rope.scaling.type"] == "yarn"
+    assert keys["llama.rope.scaling.factor"] == pytest.approx(8.0)
+    assert keys["llama.rope.scaling.original_context_length"] == 256
+    assert "llama.rope.scaling.attn_factor" not in keys  # yarn's default temperature is llama.cpp's built-in
+    assert keys["tokenizer.ggml.tokens"] == ["a", "b", "c"]
+    assert tensors(out) == tensors(base_gguf)
+
+
+def test_longrope_and_llama3_add_their_factor_tensors(base_gguf, tmp_path):
+    long = RopeSpec(method="longrope", factor=4.0, original_max_position_embeddings=256,
+                    short_factor=tuple([1.0] * 32), long_factor=tuple(np.linspace(1, 4, 32).tolist()))
+    write_extended_gguf(base_gguf, long, 1024, 64, tmp_path / "long.gguf")
+    meta = read_metadata(tmp_path / "long.gguf")
+    assert meta["keys"]["llama.rope.scaling.type"] == "longrope"
+    assert meta["tensors"]["rope_factors_long.weight"] == ((32,), "F32")
+    read = {t.name: t for t in gguf.GGUFReader(str(tmp_path / "long.gguf")).tensors}
+    np.testing.assert_allclose(read["rope_factors_long.weight"].data, np.linspace(1, 4, 32), rtol=1e-6)
+    l3 = RopeSpec(method="llama3", factor=8.0, original_max_position_embeddings=256, low_freq_factor=1.0,
+                  high_freq_factor=4.0)
+    write_extended_gguf(base_gguf, l3, 2048, 64, tmp_path / "l3.gguf")
+    meta = read_metadata(tmp_path / "l3.gguf")
+    assert meta["tensors"]["rope_freqs.weight"] == ((32,), "F32")
+    assert meta["keys"]["llama.rope.scaling.type"] == "none"
+
+
+@pytest.mark.parametrize("spec, words", [
+    (RopeSpec(method="dynamic", factor=4.0, original_max_position_embeddings=256), "no dynamic scaling"),
+    (RopeSpec(method="yarn", factor=4.0, original_max_position_embeddings=256, beta_fast=16.0), "beta"),
+])
+def test_what_gguf_cannot_carry_is_refused_with_the_reason(base_gguf, tmp_path, spec, words):
+    with pytest.raises(ValueError, match=words):
+        write_extended_gguf(base_gguf, spec, 1024, 64, tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
