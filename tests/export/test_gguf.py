@@ -73,3 +73,25 @@ def test_what_gguf_cannot_carry_is_refused_with_the_reason(base_gguf, tmp_path, 
     with pytest.raises(ValueError, match=words):
         write_extended_gguf(base_gguf, spec, 1024, 64, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_dequantized_copy_holds_f32_tensors_equal_to_the_dequantized_base(tmp_path):
+    from ropescale.export.gguf import write_dequantized_gguf
+
+    path = tmp_path / "q.gguf"
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_uint32("general.file_type", 7)
+    weights = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    q = gguf.quants.quantize(weights, gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("blk.0.ffn_up.weight", q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    write_dequantized_gguf(path, tmp_path / "f32.gguf")
+    (t,) = gguf.GGUFReader(str(tmp_path / "f32.gguf")).tensors
+    assert t.tensor_type == gguf.GGMLQuantizationType.F32
+    expected = gguf.quants.dequantize(q, gguf.GGMLQuantizationType.Q8_0)
+    np.testing.assert_array_equal(np.asarray(t.data).reshape(expected.shape), expected)
+    np.testing.assert_allclose(expected, weights, atol=0.05)  # and Q8_0 is close to the original
+    assert "general.file_type" not in read_metadata(tmp_path / "f32.gguf")["keys"]

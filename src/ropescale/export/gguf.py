@@ -69,43 +69,64 @@ def write_extended_gguf(base: str | Path, spec: RopeSpec, max_len: int, head_dim
                         output: str | Path) -> dict:
     """Copy `base` to `output` with the metadata of `spec` served up to `max_len` tokens; returns the settings
     (`gguf` keys written, `lossy` notes). Raises ValueError when GGUF cannot carry the spec (`refusals`)."""
-    gguf = _gguf()
-    base, output = Path(base), Path(output)
-    reader = gguf.GGUFReader(str(base))
-    arch = str(reader.fields["general.architecture"].contents())
-    settings = llamacpp_settings(spec, max_len, head_dim, arch=arch)
+    settings = llamacpp_settings(spec, max_len, head_dim, arch=architecture(base))
     why = refusals(spec, settings)
     if why:
         raise ValueError("; ".join(why))
     keys = {k: v for k, v in settings["gguf"].items() if not k.endswith(".weight")}
     tensors = {k: np.asarray(v, dtype=np.float32) for k, v in settings["gguf"].items() if k.endswith(".weight")}
+    copy_gguf(base, output, keys=keys, tensors=tensors, drop_scaling=True)
+    return settings
+
+
+def write_dequantized_gguf(base: str | Path, output: str | Path) -> None:
+    """Copy `base` with every quantized tensor dequantized to F32 (what transformers computes with), so a runtime
+    and transformers can be compared on the same weights."""
+    copy_gguf(base, output, dequantize=True)
+
+
+def copy_gguf(base: str | Path, output: str | Path, keys: dict | None = None, tensors: dict | None = None,
+              drop_scaling: bool = False, dequantize: bool = False) -> None:
+    """Copy a GGUF file, setting `keys` (name -> value) and adding or replacing `tensors` (name -> F32 array);
+    drop_scaling removes the base's `{arch}.rope.scaling.*` keys first; dequantize turns quantized tensors into
+    F32. Written to a temporary file, then renamed (a crash leaves the previous file or none)."""
+    gguf = _gguf()
+    keys, tensors = keys or {}, tensors or {}
+    reader = gguf.GGUFReader(str(base))
+    arch = str(reader.fields["general.architecture"].contents())
+    output = Path(output)
     tmp = output.with_name(f".tmp-{output.name}")
     writer = gguf.GGUFWriter(str(tmp), arch=arch, endianess=reader.endianess)
     for field in reader.fields.values():
         name = field.name
-        # the base's own rope scaling keys go: the new spec says all of its scaling
         if name == "general.architecture" or name.startswith("GGUF.") or name in keys \
-                or name.startswith(f"{arch}.rope.scaling."):
+                or (drop_scaling and name.startswith(f"{arch}.rope.scaling.")):
             continue
+        if dequantize and name == "general.file_type":
+            continue  # no longer a quantized file
         sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(name, field.contents(), field.types[0], sub_type=sub_type)
     for name, value in keys.items():
         writer.add_key_value(name, value, _value_type(gguf, name, value))
     kept = [t for t in reader.tensors if t.name not in tensors]
-    for t in kept:
-        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-    for name, data in tensors.items():
-        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, gguf.GGMLQuantizationType.F32)
+    data = [_tensor_data(gguf, t, dequantize) for t in kept] + list(tensors.values())
+    types = [gguf.GGMLQuantizationType.F32 if dequantize or t.name in tensors else t.tensor_type for t in kept]
+    types += [gguf.GGMLQuantizationType.F32] * len(tensors)
+    for name, array, qtype in zip([t.name for t in kept] + list(tensors), data, types):
+        writer.add_tensor_info(name, array.shape, array.dtype, array.nbytes, qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for t in kept:
-        writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
-    for data in tensors.values():
-        writer.write_tensor_data(data)
+    for array in data:
+        writer.write_tensor_data(array, tensor_endianess=reader.endianess)
     writer.close()
-    os.replace(tmp, output)  # atomic: a crash leaves the previous file or none
-    return settings
+    os.replace(tmp, output)
+
+
+def _tensor_data(gguf, tensor, dequantize: bool):
+    if not dequantize or tensor.tensor_type == gguf.GGMLQuantizationType.F32:
+        return tensor.data
+    return gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
 
 
 def _value_type(gguf, name: str, value):
