@@ -173,3 +173,18 @@ def test_filler_families_split_training_from_evaluation():
         assert "".join(fillers.draw_filler(family, rng)).strip()
     with pytest.raises(ValueError, match="filler family must be one of"):
         fillers.draw_filler("poems", rng)
+
+
+def test_task_rows_are_whole_documents_of_the_mixture_with_fillers_from_the_given_texts(embedded_tokenizer):
+    texts = ["Lorem ipsum dolor sit amet. Consectetur adipiscing elit sed do. Eiusmod tempor incididunt ut labore."]
+    rows, answers = synthetic.task_rows(embedded_tokenizer, 4, 1024, texts, seed=3, min_len=128)
+    assert rows.shape == answers.shape == (4, 1024)
+    again = synthetic.task_rows(embedded_tokenizer, 4, 1024, texts, seed=3, min_len=128)
+    assert (rows == again[0]).all() and (answers == again[1]).all()
+    eos = embedded_tokenizer.eos_token_id
+    for row, mask in zip(rows.tolist(), answers.tolist()):
+        assert row[-1] == eos  # the last document ends the row: documents are never split
+        text = embedded_tokenizer.decode(row, skip_special_tokens=True)
+        assert "Shakespeare" not in text and "Enter" not in text  # fillers from the given texts only
+        answer = embedded_tokenizer.decode([t for t, m in zip(row, mask) if m])
+        assert answer.strip() and all(ch.isalnum() or ch in " ,.-" for ch in answer)

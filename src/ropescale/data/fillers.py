@@ -18,8 +18,9 @@ import itertools
 import random
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
+from typing import NamedTuple
 
 from ropescale.data.corpus import CORPUS_DIR, embedded_corpus
 
@@ -62,14 +63,26 @@ def sentences(text: str) -> list[str]:
     return [s for s in (" ".join(part.split()) for part in _SENTENCE.split(text)) if s]
 
 
-@functools.cache
-def _play_sentences(split: str) -> tuple[str, ...]:
-    return tuple(s for doc in embedded_corpus(split) for s in sentences(doc.text) if len(s) > 3)
+class TextPool(NamedTuple):
+    """Sentences and words of some texts, what the training families draw from."""
+
+    sentences: tuple[str, ...]
+    words: tuple[str, ...]
+
+
+def text_pool(texts: Sequence[str]) -> TextPool:
+    """The pool of `texts` (a fine-tuning run's training texts); ValueError when they hold no words."""
+    sents = tuple(s for text in texts for s in sentences(text) if len(s) > 3)
+    words = tuple(sorted({w for text in texts for w in text.split() if w.isalpha()}))
+    if not sents or not words:
+        raise ValueError("training documents need text with words and sentences for their fillers")
+    return TextPool(sents, words)
 
 
 @functools.cache
-def _play_words(split: str) -> tuple[str, ...]:
-    return tuple(sorted({w for doc in embedded_corpus(split) for w in doc.text.split() if w.isalpha()}))
+def plays(split: str) -> TextPool:
+    """The pool of the embedded corpus' training plays ("train") or held-out plays ("eval")."""
+    return text_pool([doc.text for doc in embedded_corpus(split)])
 
 
 @functools.cache
@@ -96,37 +109,39 @@ def _words(rng: random.Random, pool: tuple[str, ...]) -> tuple[str, ...]:
     return (" ".join(rng.choice(pool) for _ in range(rng.randint(4, 24))),)
 
 
-def _lines(rng: random.Random, split: str) -> tuple[str, ...]:
+def _lines(rng: random.Random, pool: TextPool) -> tuple[str, ...]:
     # a stretch of 1-4 consecutive sentences, repeated: predicting a repeat is copying from context
-    return (" ".join(_excerpt(rng, _play_sentences(split), rng.randint(1, 4))),)
+    return (" ".join(_excerpt(rng, pool.sentences, rng.randint(1, 4))),)
 
 
-def draw_filler(family: str, rng: random.Random) -> tuple[str, ...]:
+def draw_filler(family: str, rng: random.Random, pool: TextPool | None = None) -> tuple[str, ...]:
     """A filler of `family` drawn with `rng`: sentences to use in turn, cyclically.
 
-    Training families (training plays and word lists only): shakespeare-lines (1-4 consecutive sentences of a play,
+    Training families (`pool`, default the training plays, and word lists only): shakespeare-lines (1-4 consecutive sentences of a play,
     repeated), random-words (4-24 random words of the plays, repeated), noise-sentences (2-6 "The <noun> is
     <adjective>." sentences, repeated), shuffled-prose (sentences of the plays in random order, not repeated).
     Evaluation families: landmark (Landmark's filler, repeated), essays (the bundled essays from a random sentence
     on), heldout-lines (the held-out plays from a random sentence on), heldout-words (4-24 random words of the
     held-out plays, repeated).
     """
+    if family in TRAIN_FAMILIES:
+        pool = pool or plays("train")
     if family == "shakespeare-lines":
-        return _lines(rng, "train")
+        return _lines(rng, pool)
     if family == "random-words":
-        return _words(rng, _play_words("train"))
+        return _words(rng, pool.words)
     if family == "noise-sentences":
         return _noise_sentences(rng)
     if family == "shuffled-prose":
-        return tuple(rng.sample(_play_sentences("train"), 60))  # ~1500 tokens, cycled beyond
+        return tuple(rng.sample(pool.sentences, min(60, len(pool.sentences))))  # ~1500 tokens, cycled beyond
     if family == "landmark":
         return (LANDMARK,)
     if family == "essays":
         return _excerpt(rng, essay_sentences(), len(essay_sentences()))
     if family == "heldout-lines":
-        return _excerpt(rng, _play_sentences("eval"), 2000)
+        return _excerpt(rng, plays("eval").sentences, 2000)
     if family == "heldout-words":
-        return _words(rng, _play_words("eval"))
+        return _words(rng, plays("eval").words)
     raise ValueError(f"filler family must be one of {', '.join(FAMILIES)}, got {family!r}")
 
 

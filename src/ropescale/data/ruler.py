@@ -72,7 +72,7 @@ QA_ANSWER_PREFIX = " Answer:"
 
 
 @dataclass(frozen=True)
-class RulerTask:
+class SyntheticTask:
     """One of RULER's 13 tasks (`scripts/synthetic.yaml`): its kind and parameters."""
 
     name: str
@@ -92,19 +92,19 @@ class RulerTask:
 
 
 TASKS = {t.name: t for t in (
-    RulerTask("niah_single_1", "niah", 128, haystack="noise"),
-    RulerTask("niah_single_2", "niah", 128, haystack="essay"),
-    RulerTask("niah_single_3", "niah", 128, haystack="essay", value_type="uuids"),
-    RulerTask("niah_multikey_1", "niah", 128, haystack="essay", num_keys=4),
-    RulerTask("niah_multikey_2", "niah", 128, haystack="needle"),
-    RulerTask("niah_multikey_3", "niah", 128, haystack="needle", key_type="uuids", value_type="uuids"),
-    RulerTask("niah_multivalue", "niah", 128, haystack="essay", num_values=4),
-    RulerTask("niah_multiquery", "niah", 128, haystack="essay", num_keys=4, num_queries=4),
-    RulerTask("vt", "vt", 30),
-    RulerTask("cwe", "cwe", 120),
-    RulerTask("fwe", "fwe", 50),
-    RulerTask("qa_1", "qa", 32, dataset="squad"),
-    RulerTask("qa_2", "qa", 32, dataset="hotpotqa"),
+    SyntheticTask("niah_single_1", "niah", 128, haystack="noise"),
+    SyntheticTask("niah_single_2", "niah", 128, haystack="essay"),
+    SyntheticTask("niah_single_3", "niah", 128, haystack="essay", value_type="uuids"),
+    SyntheticTask("niah_multikey_1", "niah", 128, haystack="essay", num_keys=4),
+    SyntheticTask("niah_multikey_2", "niah", 128, haystack="needle"),
+    SyntheticTask("niah_multikey_3", "niah", 128, haystack="needle", key_type="uuids", value_type="uuids"),
+    SyntheticTask("niah_multivalue", "niah", 128, haystack="essay", num_values=4),
+    SyntheticTask("niah_multiquery", "niah", 128, haystack="essay", num_keys=4, num_queries=4),
+    SyntheticTask("vt", "vt", 30),
+    SyntheticTask("cwe", "cwe", 120),
+    SyntheticTask("fwe", "fwe", 50),
+    SyntheticTask("qa_1", "qa", 32, dataset="squad"),
+    SyntheticTask("qa_2", "qa", 32, dataset="hotpotqa"),
 )}
 SYNTHETIC_TASKS = tuple(name for name, t in TASKS.items() if t.kind != "qa")
 
@@ -244,7 +244,7 @@ def _joined(items: list[str]) -> str:
 
 # ---- the tasks ----
 
-def niah_sample(tokenizer, task: RulerTask, n_prompt_and_answer: int, depth: float, rng: random.Random,
+def niah_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, depth: float, rng: random.Random,
                 hay: Haystacks, chat_template: bool = False) -> RulerSample:
     """A needle-in-a-haystack sample of `task` (RULER `niah.py`)."""
     taken: set[str] = set()
@@ -279,14 +279,14 @@ def niah_sample(tokenizer, task: RulerTask, n_prompt_and_answer: int, depth: flo
     return RulerSample(prompt, answer_ids, outputs, realised)
 
 
-def _distractor_needles(rng, task: RulerTask, kind: str, split, taken: set[str]) -> Iterator[str]:
+def _distractor_needles(rng, task: SyntheticTask, kind: str, split, taken: set[str]) -> Iterator[str]:
     while True:
         key = _distinct(rng, task.key_type, 1, split, taken)[0]
         value = draw_key(rng, _MAKERS[task.value_type], split)
         yield NEEDLE.format(type=kind, key=key, value=value)
 
 
-def vt_sample(tokenizer, task: RulerTask, n_prompt_and_answer: int, depth: float, rng: random.Random,
+def vt_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, depth: float, rng: random.Random,
               hay: Haystacks, chat_template: bool = False, hops: int = 4) -> RulerSample:
     """Variable tracking (RULER `variable_tracking.py`): one chain of `hops` assignments in the noise."""
     names: list[str] = []
@@ -323,7 +323,7 @@ def _fit(build, n_tokens: int, lo: int, hi: int):
     return best
 
 
-def cwe_sample(tokenizer, task: RulerTask, n_prompt_and_answer: int, rng: random.Random,
+def cwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: random.Random,
                chat_template: bool = False) -> RulerSample:
     """Common words extraction (RULER `common_words_extraction.py`): 10 words 30x (6x below 4K) among words 3x
     (1x below 4K), after one worked example of 40 (20) words."""
@@ -362,7 +362,7 @@ def _numbered(words: list[str]) -> str:
 ZETA_2 = math.pi**2 / 6  # Riemann zeta(2): normalises Zipf counts with alpha = 2
 
 
-def fwe_sample(tokenizer, task: RulerTask, n_prompt_and_answer: int, rng: random.Random,
+def fwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: random.Random,
                chat_template: bool = False, alpha: float = 2.0) -> RulerSample:
     """Frequent words extraction (RULER `freq_words_extraction.py`): coded 6-letter words with Zipf counts
     n * k^-alpha / zeta(alpha), vocabulary length/50, the most frequent replaced by "..."; answer the next 3."""
@@ -391,7 +391,7 @@ def fwe_sample(tokenizer, task: RulerTask, n_prompt_and_answer: int, rng: random
     return _fit(build, n_prompt_and_answer, 80, max(80, n_prompt_and_answer * 2))
 
 
-def ruler_sample(tokenizer, task: str | RulerTask, length: int, index: int, n_samples: int, seed: int = 0,
+def ruler_sample(tokenizer, task: str | SyntheticTask, length: int, index: int, n_samples: int, seed: int = 0,
                  hay: Haystacks | None = None, chat_template: bool = False) -> RulerSample:
     """Sample `index` of `n_samples` of a synthetic task at `length` tokens (prompt + reference answer), drawn
     from (seed, task, length, index) alone; the asked needle at depth index/(n_samples-1).
@@ -428,6 +428,6 @@ def string_match_part(output: str, expected: list[str]) -> float:
     return float(any(e.lower() in low for e in expected))
 
 
-def score(task: str | RulerTask, output: str, expected: list[str]) -> float:
+def score(task: str | SyntheticTask, output: str, expected: list[str]) -> float:
     task = TASKS[task] if isinstance(task, str) else task
     return string_match_part(output, expected) if task.kind == "qa" else string_match_all(output, expected)

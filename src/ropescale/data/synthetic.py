@@ -11,8 +11,10 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-from ropescale.data.fillers import TRAIN_FAMILIES, draw_filler, draw_key
-from ropescale.data.passkey import passkey_prompt, random_key
+import torch
+
+from ropescale.data.fillers import TRAIN_FAMILIES, TextPool, draw_filler, draw_key, text_pool
+from ropescale.data.passkey import passkey_prompt, random_key, training_depth
 from ropescale.data.ruler import Haystacks, niah_sample, vt_sample, TASKS
 
 # Share of each format among training documents. Passkey keeps the Landmark template the passkey evaluation
@@ -35,35 +37,37 @@ class Document(NamedTuple):
     is_answer: list[bool]  # the answer tokens
 
 
-def training_haystacks(rng: random.Random) -> Haystacks:
-    """Haystacks of training text: a repeated noise-like filler and shuffled sentences of the training plays."""
-    return Haystacks(noise=draw_filler(rng.choice(NOISE_FAMILIES), rng),
-                     essay=draw_filler("shuffled-prose", rng), keys="train")
+def training_haystacks(rng: random.Random, pool: TextPool | None = None) -> Haystacks:
+    """Haystacks of training text: a repeated noise-like filler and shuffled sentences of `pool` (default the
+    training plays)."""
+    return Haystacks(noise=draw_filler(rng.choice(NOISE_FAMILIES), rng, pool),
+                     essay=draw_filler("shuffled-prose", rng, pool), keys="train")
 
 
-def passkey_document(tokenizer, rng: random.Random, total: int, depth: float) -> Document:
+def passkey_document(tokenizer, rng: random.Random, total: int, depth: float,
+                     pool: TextPool | None = None) -> Document:
     """A Landmark passkey document of `total` tokens with a training filler and a training key."""
     key = draw_key(rng, random_key, "train")
-    filler = " ".join(draw_filler(rng.choice(TRAIN_FAMILIES), rng))
+    filler = " ".join(draw_filler(rng.choice(TRAIN_FAMILIES), rng, pool))
     n_answer = len(passkey_prompt(tokenizer, total, 0.5, key, filler).answer_ids) + 1
     p = passkey_prompt(tokenizer, total - n_answer, depth, key, filler)
     return _document(tokenizer, p.prompt_ids, p.answer_ids)
 
 
 def training_document(tokenizer, rng: random.Random, total: int, depth: float,
-                      mix: dict[str, float] = TRAINING_MIX) -> Document:
-    """One document of exactly `total` tokens in a format drawn from `mix`; a format that needs more tokens than
-    `total` falls back to passkey (which fits in ~110 tokens)."""
+                      mix: dict[str, float] = TRAINING_MIX, pool: TextPool | None = None) -> Document:
+    """One document of exactly `total` tokens in a format drawn from `mix`, fillers from `pool` (default the
+    training plays); a format that needs more tokens than `total` falls back to passkey (~110 tokens)."""
     fmt = rng.choices(list(mix), weights=list(mix.values()))[0]
     if fmt != "passkey":
         task = TASKS[fmt]
         make = vt_sample if task.kind == "vt" else niah_sample
         try:
-            s = make(tokenizer, task, total - 1, depth, rng, training_haystacks(rng))
+            s = make(tokenizer, task, total - 1, depth, rng, training_haystacks(rng, pool))
             return _document(tokenizer, s.prompt_ids, s.answer_ids)
         except ValueError:
             pass
-    return passkey_document(tokenizer, rng, total, depth)
+    return passkey_document(tokenizer, rng, total, depth, pool)
 
 
 def _document(tokenizer, prompt: list[int], answer: list[int]) -> Document:
@@ -71,3 +75,32 @@ def _document(tokenizer, prompt: list[int], answer: list[int]) -> Document:
         raise ValueError("the tokenizer has no EOS token, which ends every training document")
     return Document(prompt + answer + [tokenizer.eos_token_id],
                     [False] * len(prompt) + [True] * len(answer) + [False])
+
+
+def task_rows(tokenizer, n_rows: int, seq_len: int, texts: list[str], seed: int, min_len: int,
+              mix: dict[str, float] = TRAINING_MIX) -> tuple[torch.LongTensor, torch.BoolTensor]:
+    """[n_rows, seq_len] rows of whole training documents and the [n_rows, seq_len] mask of their answer tokens
+    (the tokens fine-tuning scores), for fine-tuning that keeps the retrieval a model was pretrained on.
+
+    Each row is filled with documents of min_len..remaining tokens (half of them as long as the row allows),
+    formats drawn from `mix`, fillers from `texts`, keys from the training half, depths `training_depth`, all
+    from `seed`.
+    """
+    pool = text_pool(texts)
+    min_len = max(min_len, 112)  # a passkey document's frame and answer
+    if seq_len < min_len:
+        raise ValueError(f"training documents need at least {min_len} tokens, longer than the rows ({seq_len})")
+    rng = random.Random(seed)
+    rows, answers = [], []
+    for _ in range(n_rows):
+        row: list[int] = []
+        is_answer: list[bool] = []
+        while len(row) < seq_len:
+            left = seq_len - len(row)
+            total = left if left < 2 * min_len or rng.random() < 0.5 else rng.randint(min_len, left - min_len)
+            doc = training_document(tokenizer, rng, total, training_depth(rng), mix, pool)
+            row += doc.ids
+            is_answer += doc.is_answer
+        rows.append(row)
+        answers.append(is_answer)
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(answers, dtype=torch.bool)
