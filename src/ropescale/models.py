@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import ropescale
+from ropescale.patch import install_dynamic_reset_hook
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -58,6 +59,17 @@ def read_config_dict(name: str | Path | None) -> dict:
     return config
 
 
+def load_config(name: str | Path | None):
+    """The transformers config of a model name (embedded, a directory, a Hub id), without loading weights."""
+    from transformers import AutoConfig  # heavy: loaded when a command first needs a model
+
+    resolved = resolve_model(name)
+    try:
+        return AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"--model {resolved!r}: could not read its config ({_first_line(exc)})") from None
+
+
 def load_tokenizer(name: str | Path | None):
     from transformers import AutoTokenizer
 
@@ -84,8 +96,6 @@ def load_model(name: str | Path | None, *, dtype=None, device=None, attn_impleme
         raise ValueError(f"--model {resolved!r}: could not load the model ({_first_line(exc)})") from None
     if device is not None:
         model.to(device)
-    from ropescale.patch import install_dynamic_reset_hook
-
     install_dynamic_reset_hook(model)  # a no-op unless the checkpoint uses a dynamic rope type
     return model.eval()
 

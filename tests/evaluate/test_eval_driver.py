@@ -3,7 +3,7 @@
 import pytest
 
 from ropescale.evaluate import PasskeyTask, PerplexityTask, ResultsFile, ShortContextTask, evaluate
-from ropescale.patch import spec_for_model
+from ropescale.model_info import spec_for_model
 
 
 class Counting:

@@ -82,7 +82,7 @@ def test_bits_per_byte_of_a_uniform_model_is_log2_vocab_times_tokens_over_bytes(
 
 def test_perplexity_task_writes_three_metrics_per_length_and_a_spec_changes_the_numbers(tiny_lm, tmp_path):
     import ropescale as rs
-    from ropescale.patch import spec_for_model
+    from ropescale.model_info import spec_for_model
 
     model, tokenizer = tiny_lm
     task = PerplexityTask(lengths=[32, 128], max_windows=2)

@@ -8,11 +8,8 @@ from __future__ import annotations
 import argparse
 import math
 
-# method knobs exposed as flags: flag dest -> RopeSpec field
-SPEC_KNOBS = {
-    "rope_theta": float, "attention_factor": float, "beta_fast": float, "beta_slow": float,
-    "low_freq_factor": float, "high_freq_factor": float,
-}
+from ropescale.model_info import SPEC_KNOBS, spec_for_model
+
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -64,27 +61,18 @@ def add_spec_arguments(parser: argparse.ArgumentParser, required: bool = False) 
                         metavar="METHOD", help="scaling method: " + ", ".join(METHODS))
     parser.add_argument("--factor", type=finite_float, default=None,
                         help="scale factor s = target length / L0 (default: 1)")
-    for dest, kind in SPEC_KNOBS.items():
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=finite_float, default=None,
-                            help=f"{dest} of the spec (transformers' key)")
+    for dest, text in SPEC_KNOBS.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=finite_float, default=None, help=text)
 
 
 def spec_from_args(args: argparse.Namespace, model_or_config):
     """The RopeSpec the flags ask for, completed from the model's config (θ, L0, partial rotary); None when no
     --method was given. Flags that the method does not read are an error from RopeSpec naming the field."""
-    from ropescale.patch import spec_for_model
-
-    method = getattr(args, "method", None)
-    if method is None:
-        if getattr(args, "factor", None) is not None:
-            raise ValueError("--factor needs --method (e.g. --method yarn --factor 8)")
-        return None
-    fields = {dest: getattr(args, dest) for dest in SPEC_KNOBS if getattr(args, dest, None) is not None}
-    if method == "llama3":
-        fields.setdefault("low_freq_factor", 1.0)   # Llama 3.1's published values
-        fields.setdefault("high_freq_factor", 4.0)
-    factor = args.factor if args.factor is not None else 1.0
-    return spec_for_model(model_or_config, method, factor, **fields)
+    method, factor = getattr(args, "method", None), getattr(args, "factor", None)
+    if method is None and factor is not None:
+        raise ValueError("--factor needs --method (e.g. --method yarn --factor 8)")
+    knobs = {name: getattr(args, name, None) for name in SPEC_KNOBS}
+    return spec_for_model(model_or_config, method, factor, **knobs)
 
 
 def quiet_transformers() -> None:

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ropescale.evaluate import TASK_CLASSES, ResultsFile, evaluate
-    from ropescale.evaluate.driver import load_config
+    from ropescale.models import load_config
 
     task = TASK_CLASSES[args.task](**_task_fields(args))
     output = ResultsFile(args.output)

@@ -17,6 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ropescale
+from ropescale.model_info import ModelInfo, text_config
+from ropescale.patch import CUSTOM_ROPE_TYPES
 from ropescale.rope import METHODS, RopeSpec
 
 # model types whose configs spell the legacy keys differently: transformers 5's GPTNeoXConfig takes θ and the
@@ -28,8 +31,6 @@ LEGACY_ALIASES: dict[str, dict[str, str]] = {
 
 def needs_ropescale(spec: RopeSpec) -> bool:
     """Whether loading a checkpoint of `spec` needs `import ropescale` (its rope type is not transformers')."""
-    from ropescale.patch.apply import CUSTOM_ROPE_TYPES
-
     return METHODS[spec.method].hf_type in CUSTOM_ROPE_TYPES
 
 
@@ -109,15 +110,11 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
     beside `output_dir`, which then replaces it, so an interrupted save leaves the old directory (or none).
     A non-empty `output_dir` is refused unless `overwrite`.
     """
-    from ropescale.patch.apply import head_dim_of, rope_config
-
     output = check_output_dir(output_dir, overwrite)
-    text = rope_config(model)
-    current = RopeSpec.from_hf({"rope_parameters": text.rope_parameters,
-                                "max_position_embeddings": text.max_position_embeddings})
-    if current != spec:
-        raise ValueError(f"the model's rope is {current!r}, not {spec!r}; call ropescale.apply(model, spec) first")
-    keys = hf_config_keys(spec, head_dim_of(text), getattr(text, "model_type", None), text.rope_parameters)
+    info = ModelInfo.from_config(model)
+    if info.rope != spec:
+        raise ValueError(f"the model's rope is {info.rope!r}, not {spec!r}; call ropescale.apply(model, spec) first")
+    keys = hf_config_keys(spec, info.head_dim, info.model_type, info.config.rope_parameters)
     provenance = dict(provenance or {})
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
@@ -125,12 +122,8 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-        target = config.get("text_config") if "text_config" in config and "rope_parameters" not in config \
-            else config
-        target.update(keys)
+        text_config(config).update(keys)
         _write_json(tmp / "config.json", config)
-        import ropescale
-
         _write_json(tmp / "ropescale.json", {
             "ropescale_version": ropescale.__version__, "spec": _jsonable_spec(spec),
             "rope_parameters": keys["rope_parameters"], "max_position_embeddings": keys["max_position_embeddings"],

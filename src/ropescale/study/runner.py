@@ -17,7 +17,6 @@ without is started again. A rerun of a finished study loads no model at all: it 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ropescale.model_info import ModelInfo, build_spec
+from ropescale.models import load_config
 from ropescale.study.config import FinetuneRun, StudyConfig
 from ropescale.study.summary import Entry, collect, findings, headline_table, target_length
 
@@ -107,12 +108,6 @@ def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int], l0: 
 
 # ------------------------------------------------------------------------------------------ entries
 
-def _spec(base_config, method: str, factor: float):
-    from ropescale.cli.common import spec_from_args
-
-    return spec_from_args(argparse.Namespace(method=method, factor=factor), base_config)
-
-
 def strategy_of(finetune_config) -> str:
     """How a run deviates from full fine-tuning on full-length rows, for its table row ("" when it does not)."""
     parts = []
@@ -125,12 +120,12 @@ def strategy_of(finetune_config) -> str:
     return ", ".join(parts)
 
 
-def training_free_targets(config: StudyConfig, base_config) -> list[Target]:
+def training_free_targets(config: StudyConfig, info: ModelInfo) -> list[Target]:
     base = Target(Entry("default (no scaling)", config.label, "default", 1.0, "baseline"), config.model, None,
                   config.label)
     out = [base]
     for method in config.methods:
-        spec = _spec(base_config, method, config.factor)
+        spec = build_spec(info, method, config.factor)
         out.append(Target(Entry(f"{method} ×{config.factor:g}", config.label, spec.method, float(spec.factor),
                                 "training-free"), config.model, spec, config.label))
     return out
@@ -153,11 +148,7 @@ def finetuned_target(config: StudyConfig, run: FinetuneRun, run_dir: Path, train
 
 
 def _rope_of(run_dir: Path):
-    from ropescale.evaluate.driver import load_config
-    from ropescale.patch import rope_config
-    from ropescale.rope import RopeSpec
-
-    return RopeSpec.from_hf(rope_config(load_config(str(run_dir))))
+    return ModelInfo.from_config(load_config(str(run_dir))).rope
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
@@ -257,7 +248,6 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     import yaml
 
     from ropescale.evaluate import ResultsFile
-    from ropescale.evaluate.driver import load_config, original_length
     from ropescale.evaluate.perplexity import default_lengths
     from ropescale.report import write_text_atomic
 
@@ -270,8 +260,8 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     results = ResultsFile(out / RESULTS)
     if results.path.exists():
         results.read()   # a corrupt results file fails now, naming its line, not after the first stage
-    base_config = load_config(config.model)
-    l0 = original_length(base_config)
+    info = ModelInfo.from_config(load_config(config.model))
+    l0 = info.original_max_position_embeddings
     lengths = list(config.lengths or default_lengths(l0))
     from ropescale.models import load_tokenizer
 
@@ -284,7 +274,7 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     tasks = make_tasks(config, lengths, keyed, l0, tokenizer.bos_token_id is not None)
     device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, config.eval.dtype)
-    free = training_free_targets(config, base_config)   # specs are built (and checked) before any work
+    free = training_free_targets(config, info)   # specs are built (and checked) before any work
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "study.yaml", f"# ropescale study {out / 'study.yaml'} --output {out}\n"
                       + yaml.safe_dump(_plain(config.to_dict() | {"output": None}), sort_keys=False))

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ropescale.model_info import SPEC_KNOBS
+from ropescale.rope import METHODS
+
 SCHEDULES = ("constant", "linear", "cosine")
 TRACKERS = ("tensorboard", "wandb")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-SPEC_FIELDS = ("rope_theta", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor",
-               "original_max_position_embeddings")
 TRAINABLE_WITH_LORA = ("embed", "norm")   # LongLoRA §3.3: plain LoRA fails at long context; these fix it
 
 
@@ -97,10 +98,8 @@ class FinetuneConfig:
 
     def _check_spec_fields(self) -> None:
         # the spec itself is built (and range-checked by RopeSpec) once the model's config is known
-        from ropescale.rope import METHODS
-
         if self.method is None:
-            for name in ("factor", *SPEC_FIELDS):
+            for name in ("factor", *SPEC_KNOBS, "original_max_position_embeddings"):
                 if getattr(self, name) is not None:
                     flag = "--" + name.replace("_", "-")
                     raise ValueError(f"{flag} needs --method (e.g. --method yarn {flag} ...)")

@@ -13,7 +13,6 @@ not depend on how many processes share the batch.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.util
@@ -30,6 +29,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ropescale.model_info import SPEC_KNOBS, ModelInfo, build_spec
 from ropescale.train.checkpoint import (LossLog, check_output_dir, clear_output_dir, fingerprint_mismatch,
                                         read_state, save_checkpoint, write_json)
 from ropescale.train.config import FinetuneConfig
@@ -68,17 +68,6 @@ def training_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor | N
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
-
-def target_length(spec, config) -> int:
-    """L0 · factor of the applied spec; without one, the length the saved rope config targets."""
-    if spec is None:
-        from ropescale.rope import RopeSpec
-
-        spec = RopeSpec.from_hf(config)
-        base = spec.original_max_position_embeddings or config.max_position_embeddings
-        return int(round(base * spec.factor))
-    return int(round(spec.original_max_position_embeddings * spec.factor))
-
 
 def sample_indices(step: int, micro: int, rank: int, world: int, batch_size: int, grad_accum: int) -> list[int]:
     """Global sample indices of one process's micro-batch. A step consumes samples [step·G, (step+1)·G),
@@ -187,17 +176,13 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _spec(config: FinetuneConfig, model):
-    # the same builder as every CLI command, so a recipe and flags read a spec identically
-    from ropescale.cli.common import SPEC_KNOBS, spec_from_args
-
-    fields = {k: getattr(config, k) for k in ("method", "factor", *SPEC_KNOBS)}
-    spec = spec_from_args(argparse.Namespace(**fields), model)
-    if config.original_max_position_embeddings is not None:
-        if spec is None:
-            raise ValueError("--original-max-position-embeddings needs --method")
-        spec = dataclasses.replace(spec, original_max_position_embeddings=config.original_max_position_embeddings)
-    return spec
+def _spec(config: FinetuneConfig, info: ModelInfo):
+    """The spec the settings ask for (None: the model trains as saved); L0 from the settings when given."""
+    if config.method is None:
+        return None
+    knobs = {name: getattr(config, name) for name in SPEC_KNOBS}
+    return build_spec(info, config.method, 1.0 if config.factor is None else config.factor, **knobs,
+                      original_max_position_embeddings=config.original_max_position_embeddings)
 
 
 def _enable_checkpointing(lm) -> None:
@@ -244,15 +229,17 @@ def _saved_dtype(model_name) -> torch.dtype:
 
 
 def _scaled_model(config: FinetuneConfig):
-    """The base model with the config's rope spec applied (spec None: trained as saved); returns (model, spec)."""
+    """The base model with the config's rope spec applied (spec None: trained as saved); returns (model, spec,
+    target length)."""
     from ropescale.models import load_model
     from ropescale.patch import apply
 
     lm = load_model(config.model, attn_implementation=_attn_implementation())
-    spec = _spec(config, lm)
+    info = ModelInfo.from_config(lm)
+    spec = _spec(config, info)
     if spec is not None:
         apply(lm, spec)
-    return lm, spec
+    return lm, spec, info.target_length(spec)
 
 
 def _with_lora(lm, config: FinetuneConfig):
@@ -339,8 +326,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
 
     # model, rope, data
     tokenizer = load_tokenizer(config.model)
-    lm, spec = _scaled_model(config)
-    target_len = target_length(spec, lm.config)
+    lm, spec, target_len = _scaled_model(config)
     if config.pose_window is not None and config.pose_window > target_len:
         raise ValueError(f"--pose-window {config.pose_window} is longer than the target length {target_len}")
     seq_len = config.pose_window or config.seq_len or target_len
