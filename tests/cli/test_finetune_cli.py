@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ropescale.cli.main import main
-from ropescale.train.checkpoint import read_loss_csv
+from ropescale.io import read_loss_csv
 
 
 def _run(*argv):

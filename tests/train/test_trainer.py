@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from ropescale.train import FinetuneConfig, finetune
-from ropescale.train.checkpoint import checkpoint_dirs, read_loss_csv
+from ropescale.io import read_loss_csv
+from ropescale.train.checkpoint import checkpoint_dirs
 from ropescale.train.loop import RowOrder, clip_and_step, sample_indices
 
 

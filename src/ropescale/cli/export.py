@@ -15,6 +15,7 @@ from typing import Any
 from ropescale.cli.common import add_model_argument, positive_int
 from ropescale.export.hf import hf_config_keys, loading_note, needs_ropescale
 from ropescale.export.runtimes import gguf_arch, llamacpp_settings, vllm_settings
+from ropescale.io import write_json_atomic
 from ropescale.model_info import ModelInfo
 from ropescale.models import read_config_dict, resolve_model
 
@@ -86,26 +87,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.to}: {spec!r}, up to {max_len} tokens")
     print("\n".join(_lines(args.to, str(args.model or "embedded"), settings)))
     if args.output:
-        _write_json_atomic(args.output, result)
+        _write_output(args.output, result)
         print(f"wrote {args.output}")
     if args.write_config:
         path = Path(resolve_model(args.model)) / "config.json"
         info.config.update(settings["config"])
-        _write_json_atomic(path, config)
+        write_json_atomic(path, config)
         print(f"rewrote {path}")
     return 0
 
 
-def _write_json_atomic(path, data: dict[str, Any]) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
-
+def _write_output(path, data: dict[str, Any]) -> None:
     path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"--output {str(path)!r} is a directory; give a file path for the JSON")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data)

@@ -15,7 +15,6 @@ A task provides:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,12 +87,6 @@ class Task(Protocol):
     def measure(self, model, tokenizer, cell: Cell) -> list[Measurement]: ...
 
 
-def rope_record(spec) -> dict:
-    """The spec as a plain dict (its set fields), for rows; `RopeSpec(**record)` rebuilds it."""
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(spec).items() if v is not None}
-
-
 def make_subject(config, spec=None, label: str = "embedded", model_name: str | None = None,
                  dtype: str = "float32") -> Subject:
     """Who is measured: L0 and head_dim from the config as given, the rope from the spec or the config."""
@@ -116,7 +109,7 @@ def remaining_cells(task: Task, subject: Subject, output: ResultsFile) -> list[C
 
 
 def row_settings(task: Task, subject: Subject) -> dict:
-    return {**task.settings(), "rope": rope_record(subject.rope), "dtype": subject.dtype}
+    return {**task.settings(), "rope": subject.rope.record(), "dtype": subject.dtype}
 
 
 def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile, spec=None,

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ropescale.io import append_lines, read_json_lines
+
 TASKS = ("perplexity", "passkey", "needle", "short_context")
 
 # fields of a row and the JSON types they accept (None allowed where the tuple has type(None))
@@ -101,26 +103,7 @@ class ResultsFile:
     def read(self) -> list[Result]:
         """All rows in file order. A torn last line (no newline, not valid) is ignored; any other bad line raises
         ValueError naming the file and line number. A missing file is an OSError-derived FileNotFoundError."""
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        torn = lines[-1]  # empty when the file ends with a newline
-        rows = []
-        for number, line in enumerate(lines[:-1], start=1):
-            if line.strip():
-                rows.append(self._parse(line, number))
-        if torn.strip():
-            try:
-                rows.append(self._parse(torn, len(lines)))
-            except ValueError:
-                pass  # a write cut short by a kill: the cell it belonged to is simply not done
-        return rows
-
-    def _parse(self, line: bytes, number: int) -> Result:
-        try:
-            return Result.from_dict(json.loads(line.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise ValueError(f"results file {str(self.path)!r} line {number} is not a result row ({reason})") from None
+        return read_json_lines(self.path, Result.from_dict)
 
     def completed(self) -> dict[tuple, set[str]]:
         """cell key -> metrics present; a cell is done when every metric its task writes is present."""
@@ -133,26 +116,7 @@ class ResultsFile:
 
     def append(self, rows: Iterable[Result]) -> None:
         """Append rows (one cell's) in one write, then flush and fsync."""
-        text = "".join(row.to_json() + "\n" for row in rows)
-        if not text:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._cut_torn_line()
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def _cut_torn_line(self) -> None:
-        """Drop an unterminated last line (left by a kill mid-write) so the next row starts on its own line."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with open(self.path, "rb+") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) == b"\n":
-                return
-            data = handle.seek(0) or handle.read()
-            handle.truncate(data.rfind(b"\n") + 1)
+        append_lines(self.path, "".join(row.to_json() + "\n" for row in rows))
 
 
 def latest(rows: Iterable[Result]) -> list[Result]:

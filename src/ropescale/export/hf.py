@@ -9,7 +9,6 @@ it from the extended `max_position_embeddings` (reference §1.4, "Gotcha").
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -79,11 +78,6 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
     return path
 
 
-def _jsonable_spec(spec: RopeSpec) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()
-            if v is not None}
-
-
 def _readme(spec: RopeSpec, keys: dict[str, Any], provenance: dict[str, Any]) -> str:
     source = provenance.get("source", "a RoPE model")
     load = ("import ropescale  # registers rope type 'dynamic_yarn' with transformers\n"
@@ -125,7 +119,7 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
         text_config(config).update(keys)
         _write_json(tmp / "config.json", config)
         _write_json(tmp / "ropescale.json", {
-            "ropescale_version": ropescale.__version__, "spec": _jsonable_spec(spec),
+            "ropescale_version": ropescale.__version__, "spec": spec.record(),
             "rope_parameters": keys["rope_parameters"], "max_position_embeddings": keys["max_position_embeddings"],
             "needs_ropescale": needs_ropescale(spec), "loading": loading_note(spec), **provenance})
         (tmp / "README.md").write_text(_readme(spec, keys, provenance), encoding="utf-8")

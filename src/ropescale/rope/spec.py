@@ -58,6 +58,12 @@ class RopeSpec:
                 shown.append(f"{field.name}={value!r}")
         return f"RopeSpec({', '.join(shown)})"
 
+    def record(self) -> dict[str, Any]:
+        """The fields that are set, as a plain JSON-able dict (lists for tuples); `RopeSpec(**record)` rebuilds
+        the spec. Result rows and ropescale.json carry it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if v is not None}
+
     # ------------------------------------------------------------ transformers / runtimes
 
     def to_hf(self, head_dim: int | None = None) -> dict[str, Any]:

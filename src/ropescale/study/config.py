@@ -171,9 +171,9 @@ class StudyConfig:
 
     def finetune_config(self, run: FinetuneRun, output: str | Path | None = None, **flags):
         """The FinetuneConfig of one run: shared settings, then the run's own, then model/method/factor."""
-        from ropescale.train.config import FinetuneConfig, _yaml_floats
+        from ropescale.train.config import FinetuneConfig, yaml_floats
 
-        values = {**_yaml_floats(self.finetune), **_yaml_floats(run.settings), "model": self.model,
+        values = {**yaml_floats(self.finetune), **yaml_floats(run.settings), "model": self.model,
                   "method": run.method, "factor": float(self.factor),
                   "output": None if output is None else str(output), **flags}
         steps = values.get("steps", 200)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ropescale.io import write_json_atomic, write_text_atomic
 from ropescale.model_info import ModelInfo, build_spec
 from ropescale.models import load_config
 from ropescale.study.config import FinetuneRun, StudyConfig
@@ -207,8 +208,6 @@ def _launch(launcher: tuple[str, ...], ft, run_dir: Path) -> None:
     with an FSDP config...), from a recipe holding exactly this run's FinetuneConfig."""
     import yaml
 
-    from ropescale.report import write_text_atomic
-
     values = {k: v for k, v in ft.to_dict().items() if k not in ("output", "resume", "overwrite")}
     recipe = write_text_atomic(run_dir.parent / f"{run_dir.name}.finetune.yaml",
                                f"# {' '.join(launcher)} -m ropescale finetune THIS --output {run_dir}\n"
@@ -249,8 +248,6 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
 
     from ropescale.evaluate import ResultsFile
     from ropescale.evaluate.perplexity import default_lengths
-    from ropescale.report import write_text_atomic
-
     log = log or (lambda line: print(line, flush=True))
     if not config.output:
         raise ValueError("--output is required: the folder for results.jsonl, the fine-tuned runs and the report")
@@ -331,13 +328,11 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
                                 {t.entry.name: out / RUNS / r.name / "loss.csv" for t, r in zip(tuned, config.runs)})
     timed(tally, t0)
 
-    from ropescale.train.checkpoint import write_json
-
-    write_json(out / STUDY_RECORD, {
+    write_json_atomic(out / STUDY_RECORD, {
         "l0": l0, "lengths": lengths, "factor": config.factor, "target_length": target_length(lengths, l0,
                                                                                              config.factor),
         "seconds": round(time.perf_counter() - started, 3), "report": str(report),
-        "stages": [dataclasses.asdict(t) for t in tallies]})
+        "stages": [dataclasses.asdict(t) for t in tallies]}, sort_keys=True)
     measured = sum(t.cells_measured for t in tallies)
     trained = sum(t.steps_trained for t in tallies)
     log(f"done in {time.perf_counter() - started:.0f} s: {measured} evaluation cells measured and {trained} "

@@ -22,6 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ropescale.io import write_csv_atomic, write_json_atomic
+
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 LOSS_FILE = "loss.csv"
@@ -112,7 +114,7 @@ def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any],
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / STATE_FILE, state)
+        write_json_atomic(tmp / STATE_FILE, state, sort_keys=True)
         if final.exists():  # os.replace cannot replace a non-empty directory
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -120,14 +122,6 @@ def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any],
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file, then os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class LossLog:
@@ -150,11 +144,7 @@ class LossLog:
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         whole = [r for r in rows[1:] if len(r) == len(LOSS_COLUMNS) and r[0].isdigit() and r[-1]]
-        kept = [list(LOSS_COLUMNS)] + [r for r in whole if int(r[0]) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(kept)
-        os.replace(tmp, self.path)
+        write_csv_atomic(self.path, [list(LOSS_COLUMNS)] + [r for r in whole if int(r[0]) <= step])
 
     def write(self, row: dict[str, Any]) -> None:
         self._writer.writerow([row[c] for c in LOSS_COLUMNS])
@@ -163,8 +153,3 @@ class LossLog:
     def close(self) -> None:
         self._file.close()
 
-
-def read_loss_csv(path: Path) -> list[dict[str, float]]:
-    """loss.csv as a list of dicts of floats (for tests and reports)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -123,7 +123,7 @@ class FinetuneConfig:
         values = read_recipe(path)
         if not isinstance(values, dict):
             raise ValueError(f"recipe {str(path)!r} must be a mapping of settings, got {type(values).__name__}")
-        return cls.from_dict({**_yaml_floats(values), **overrides})
+        return cls.from_dict({**yaml_floats(values), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,7 +142,7 @@ def read_recipe(path: str | Path) -> Any:
         raise ValueError(f"recipe {str(path)!r} is not valid YAML ({' '.join(str(exc).split())})") from None
 
 
-def _yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
+def yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
     """YAML 1.1 (PyYAML) reads `2e-5` as a string (it wants `2.0e-5`); accept it for float keys."""
     hints = typing.get_type_hints(FinetuneConfig)
     out = dict(values)

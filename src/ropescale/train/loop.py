@@ -30,8 +30,9 @@ from typing import Any, NamedTuple
 import torch
 
 from ropescale.model_info import SPEC_KNOBS, ModelInfo, build_spec
+from ropescale.io import write_json_atomic
 from ropescale.train.checkpoint import (LossLog, check_output_dir, clear_output_dir, fingerprint_mismatch,
-                                        read_state, save_checkpoint, write_json)
+                                        read_state, save_checkpoint)
 from ropescale.train.config import FinetuneConfig
 from ropescale.train.loss import IGNORE_INDEX, row_nll, shift_labels
 from ropescale.train.memory import adamw, release_freed_memory
@@ -439,14 +440,14 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
         _save_final(final, tokenizer, spec, output, provenance={
             "source_model": config.model or "embedded", "finetuned": {"steps": config.steps, "tokens": tokens,
                                                                       "final_loss": last_loss}})
-        write_json(output / "training.json", {
+        write_json_atomic(output / "training.json", {
             "settings": config.to_dict(), "rope": spec.to_hf() if spec is not None else None,
             "target_length": target_len, "seq_len": seq_len, "steps": config.steps,
             "resumed_from_step": start_step if resume_from is not None else None,
             "tokens": tokens, "elapsed_s": round(elapsed, 3),
             "final_loss": last_loss, "trainable_parameters": n_trainable, "total_parameters": n_total,
             "processes": world, "global_batch_rows": global_batch, "packed_rows": len(rows.ids),
-            "mixed_precision": accelerator.mixed_precision, "versions": _versions()})
+            "mixed_precision": accelerator.mixed_precision, "versions": _versions()}, sort_keys=True)
         print(f"saved {output} (final loss {last_loss:.4f}, {tokens:,} tokens, {elapsed:.1f} s)", flush=True)
     if config.report_to:
         accelerator.end_training()
