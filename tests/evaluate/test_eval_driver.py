@@ -100,5 +100,5 @@ def test_short_context_compares_with_the_model_without_the_spec(tiny_lm, tmp_pat
 
 def test_short_context_without_a_baseline_is_an_error(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
-    with pytest.raises(ValueError, match="--baseline-model"):
+    with pytest.raises(ValueError, match="`baseline_model`"):
         evaluate(ShortContextTask(), model, tokenizer=tokenizer, output=tmp_path / "r.jsonl", progress=False)

@@ -155,7 +155,7 @@ def test_output_dir_rules_and_atomic_replace(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="`overwrite`"):
         check_output_dir(out)
     model = tiny_model("llama")
     spec = spec_for_model(model, "linear", 2.0)

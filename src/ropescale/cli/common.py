@@ -68,11 +68,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser, required: bool = False) 
 def spec_from_args(args: argparse.Namespace, model_or_config):
     """The RopeSpec the flags ask for, completed from the model's config (θ, L0, partial rotary); None when no
     --method was given. Flags that the method does not read are an error from RopeSpec naming the field."""
-    method, factor = getattr(args, "method", None), getattr(args, "factor", None)
-    if method is None and factor is not None:
-        raise ValueError("--factor needs --method (e.g. --method yarn --factor 8)")
     knobs = {name: getattr(args, name, None) for name in SPEC_KNOBS}
-    return spec_for_model(model_or_config, method, factor, **knobs)
+    return spec_for_model(model_or_config, getattr(args, "method", None), getattr(args, "factor", None), **knobs)
 
 
 def quiet_transformers() -> None:

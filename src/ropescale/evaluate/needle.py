@@ -104,11 +104,11 @@ class NeedleTask:
     def __post_init__(self) -> None:
         self.depths = check_depths(list(self.depths))
         if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+            raise ValueError(f"`trials` must be >= 1, got {self.trials}")
         if not self.answer.strip() or normalize(self.answer) not in normalize(self.needle):
-            raise ValueError(f"--answer {self.answer!r} must occur in --needle {self.needle!r}")
+            raise ValueError(f"`answer` {self.answer!r} must occur in `needle` {self.needle!r}")
         if not self.question.strip():
-            raise ValueError("--question must not be empty")
+            raise ValueError("`question` must not be empty")
 
     def settings(self) -> dict:
         return {"trials": self.trials, "seed": self.seed, "haystack": self.haystack_name, "needle": self.needle,
@@ -135,8 +135,8 @@ class NeedleTask:
     def _offsets(self, length: int, n_hay: int) -> list[int]:
         fits = [s for s in self._starts if s + n_hay <= len(self._hay)]
         if not fits:
-            raise ValueError(f"--lengths {length}: the haystack has {len(self._hay)} tokens, a prompt of this "
-                             f"length needs {n_hay}; give a longer --haystack or a shorter length")
+            raise ValueError(f"`lengths` {length}: the haystack has {len(self._hay)} tokens, a prompt of this "
+                             f"length needs {n_hay}; give a longer `haystack` or a shorter length")
         rng = random.Random(f"needle:{self.seed}:{length}")
         return [rng.choice(fits) for _ in range(self.trials)]
 
@@ -144,7 +144,7 @@ class NeedleTask:
         """Haystack tokens in a prompt of `length` positions (answer budget included)."""
         n_hay = length - self._n_new - len(self._prefix) - len(self._needle) - len(self._question)
         if n_hay < 1:
-            raise ValueError(f"--lengths {length} is too short for the needle prompt (needle, question and "
+            raise ValueError(f"`lengths` {length} is too short for the needle prompt (needle, question and "
                              f"answer take {length - n_hay} tokens)")
         return n_hay
 

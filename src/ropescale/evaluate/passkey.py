@@ -31,14 +31,14 @@ UNIFORM_BITS_PER_DIGIT = math.log2(10)
 def depth_grid(n: int) -> list[float]:
     """n depths evenly spread over [0, 1] (one depth: the middle)."""
     if n < 1:
-        raise ValueError(f"--n-depths must be >= 1, got {n}")
+        raise ValueError(f"`n_depths` must be >= 1, got {n}")
     return [round(i / (n - 1), 6) for i in range(n)] if n > 1 else [0.5]
 
 
 def check_depths(depths: list[float]) -> list[float]:
     bad = [d for d in depths if not 0.0 <= d <= 1.0]
     if bad or not depths:
-        raise ValueError(f"--depths must be numbers in [0, 1], got {depths}")
+        raise ValueError(f"`depths` must be numbers in [0, 1], got {depths}")
     return [float(d) for d in depths]
 
 
@@ -56,7 +56,7 @@ def cell_prompts(tokenizer, length: int, depth: float, keys: list[str], filler: 
             n_answer = len(passkey_prompt(tokenizer, length, depth, key, filler).answer_ids)
             prompts.append(passkey_prompt(tokenizer, length - n_answer, depth, key, filler))
     except ValueError as exc:
-        raise ValueError(f"--lengths {length}: {exc} (plus the answer)") from None
+        raise ValueError(f"`lengths` {length}: {exc} (plus the answer)") from None
     return prompts
 
 
@@ -120,9 +120,9 @@ class PasskeyTask:
     def __post_init__(self) -> None:
         self.depths = check_depths(list(self.depths))
         if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+            raise ValueError(f"`trials` must be >= 1, got {self.trials}")
         if self.filler is not None and not self.filler.strip():
-            raise ValueError(f"--filler {self.filler_name!r} holds no text")
+            raise ValueError(f"`filler` {self.filler_name!r} holds no text")
 
     def settings(self) -> dict:
         return {"trials": self.trials, "seed": self.seed, "digits": self.digits, "filler": self.filler_name}

@@ -70,11 +70,11 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
     """The output directory, if writing there is allowed: missing or empty, or non-empty with `overwrite`."""
     path = Path(output_dir).expanduser()
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--output {str(path)!r} is a file; give a directory path for the checkpoint")
+        raise ValueError(f"`output` {str(path)!r} is a file; give a directory path for the checkpoint")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ValueError(f"--output {str(path)!r} exists and is not empty; pass --overwrite to replace it")
+        raise ValueError(f"`output` {str(path)!r} exists and is not empty; pass `overwrite` to replace it")
     if not path.parent.is_dir():
-        raise ValueError(f"--output {str(path)!r}: its parent directory {str(path.parent)!r} does not exist")
+        raise ValueError(f"`output` {str(path)!r}: its parent directory {str(path.parent)!r} does not exist")
     return path
 
 

@@ -27,7 +27,7 @@ def write_report(results: Sequence[str | Path], output: str | Path, *,
     """
     out = Path(output)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(output)!r} is a file; give a folder for the report")
+        raise ValueError(f"`output` {str(output)!r} is a file; give a folder for the report")
     rows = load_rows(results)
     if select is not None:
         rows = [r for r in rows if select(r)]

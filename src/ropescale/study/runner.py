@@ -179,7 +179,7 @@ def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Call
         diff = settings_difference(saved, wanted.to_dict())
         if diff:
             raise ValueError(f"fine-tune run {run.name!r} in {str(run_dir)!r} was trained with {diff}; delete that "
-                             "folder to train it again, or give the study another --output")
+                             "folder to train it again, or give the study another `output`")
         log(f"  {run.name}: finished earlier ({wanted.steps} steps), reused")
         return "reused", 0
     checkpoints = checkpoint_dirs(run_dir)
@@ -250,10 +250,10 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     from ropescale.evaluate.perplexity import default_lengths
     log = log or (lambda line: print(line, flush=True))
     if not config.output:
-        raise ValueError("--output is required: the folder for results.jsonl, the fine-tuned runs and the report")
+        raise ValueError("`output` is required: the folder for results.jsonl, the fine-tuned runs and the report")
     out = Path(config.output).expanduser()
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(out)!r} is a file; give a folder")
+        raise ValueError(f"`output` {str(out)!r} is a file; give a folder for the study")
     results = ResultsFile(out / RESULTS)
     if results.path.exists():
         results.read()   # a corrupt results file fails now, naming its line, not after the first stage

@@ -58,20 +58,20 @@ def check_output_dir(output: Path, resume: bool, overwrite: bool) -> Path | None
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {str(output)!r} is a file; give a directory")
+        raise ValueError(f"`output` {str(output)!r} is a file; give a directory for the run")
     if resume:
         found = checkpoint_dirs(output)
         if not found:
-            raise ValueError(f"--resume: {str(output)!r} has no checkpoint ({CHECKPOINTS}/step-*); start without "
-                             "--resume, and pass --save-every N to write checkpoints")
+            raise ValueError(f"`resume`: {str(output)!r} has no checkpoint ({CHECKPOINTS}/step-*); start without "
+                             "`resume`, and pass `save_every` N to write checkpoints")
         return found[-1]
     entries = list(output.iterdir()) if output.is_dir() else []
     if entries and not overwrite:
-        raise ValueError(f"--output {str(output)!r} is not empty; pass --resume to continue its run or "
-                         "--overwrite to start it again")
+        raise ValueError(f"`output` {str(output)!r} is not empty; pass `resume` to continue its run or "
+                         "`overwrite` to start it again")
     if entries and not any((output / name).exists() for name in RUN_MARKERS):
-        raise ValueError(f"--overwrite: {str(output)!r} holds files that no ropescale run wrote; "
-                         "refusing to delete them, choose another --output")
+        raise ValueError(f"`overwrite`: {str(output)!r} holds files that no ropescale run wrote; "
+                         "refusing to delete them, choose another `output`")
     return None
 
 

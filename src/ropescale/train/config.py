@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ropescale.model_info import SPEC_KNOBS
+from ropescale.model_info import SPEC_KNOBS, check_needs_method
 from ropescale.rope import METHODS
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -98,12 +98,9 @@ class FinetuneConfig:
 
     def _check_spec_fields(self) -> None:
         # the spec itself is built (and range-checked by RopeSpec) once the model's config is known
-        if self.method is None:
-            for name in ("factor", *SPEC_KNOBS, "original_max_position_embeddings"):
-                if getattr(self, name) is not None:
-                    flag = "--" + name.replace("_", "-")
-                    raise ValueError(f"{flag} needs --method (e.g. --method yarn {flag} ...)")
-        elif self.method not in METHODS:
+        check_needs_method(self.method, **{name: getattr(self, name) for name in
+                                           ("factor", *SPEC_KNOBS, "original_max_position_embeddings")})
+        if self.method is not None and self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
 
     @classmethod

@@ -146,7 +146,7 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     try:
         rows = pack(token_docs, seq_len, tokenizer.eos_token_id, tokenizer.bos_token_id)
     except ValueError as exc:
-        raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter --seq-len/--pose-window") from None
+        raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter `seq_len`/`pose_window`") from None
     if not share:
         return TrainingRows(rows, None)
     rows = rows[:n_text]
@@ -204,7 +204,7 @@ def _check_tracker(name: str | None) -> None:
     module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
     if module and importlib.util.find_spec(module) is None and not (
             name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-        raise ValueError(f"--report-to {name} needs the {module} package: pip install {module}")
+        raise ValueError(f"`report_to` {name} needs the {module} package: pip install {module}")
 
 
 def _versions() -> dict[str, str]:
@@ -308,7 +308,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     from ropescale.train.schedule import make_scheduler
 
     if not config.output:
-        raise ValueError("--output is required: the directory for the fine-tuned checkpoint and its logs")
+        raise ValueError("`output` is required: the directory for the fine-tuned checkpoint and its logs")
     output = Path(config.output).expanduser()
     resume_from = check_output_dir(output, config.resume, config.overwrite)  # before any model is loaded
     _check_tracker(config.report_to)
@@ -329,7 +329,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     tokenizer = load_tokenizer(config.model)
     lm, spec, target_len = _scaled_model(config)
     if config.pose_window is not None and config.pose_window > target_len:
-        raise ValueError(f"--pose-window {config.pose_window} is longer than the target length {target_len}")
+        raise ValueError(f"`pose_window` {config.pose_window} is longer than the target length {target_len}")
     seq_len = config.pose_window or config.seq_len or target_len
     world = accelerator.num_processes
     global_batch = config.batch_size * config.grad_accum * world
@@ -358,12 +358,12 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
         state = read_state(resume_from)
         mismatch = fingerprint_mismatch(state["fingerprint"], run_print)
         if mismatch:
-            raise ValueError(f"--resume: checkpoint {str(resume_from)!r} was written by a different run: {mismatch}; "
-                             "resume with the same model and settings, or start a new --output")
+            raise ValueError(f"`resume`: checkpoint {str(resume_from)!r} was written by a different run: {mismatch}; "
+                             "resume with the same model and settings, or start a new `output`")
         try:
             accelerator.load_state(str(resume_from))
         except (RuntimeError, KeyError, OSError) as exc:
-            raise ValueError(f"--resume: could not load checkpoint {str(resume_from)!r} "
+            raise ValueError(f"`resume`: could not load checkpoint {str(resume_from)!r} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         start_step, tokens = state["step"], state["tokens"]
         elapsed_before, last_loss = state["elapsed_s"], state["loss"]
