@@ -124,7 +124,7 @@ def headline_table(entries: Sequence[Entry], numbers: dict[str, Numbers], length
 
 # ------------------------------------------------------------------------------------------ findings
 
-def target_length(lengths: Sequence[int], l0: int, factor: float) -> int:
+def evaluated_target_length(lengths: Sequence[int], l0: int, factor: float) -> int:
     """The target length factor·L0 when it was evaluated, else the longest evaluated length."""
     target = int(round(factor * l0))
     return target if target in lengths else max(lengths)
@@ -188,7 +188,7 @@ def finding_passkey(entries, numbers, kind: str, label: str) -> str | None:
 
 def finding_finetuned(entries, numbers, lengths, l0, factor) -> str | None:
     """Fine-tuned runs at the target length: the ranking, yarn against linear, and the gain over training-free."""
-    target = target_length(lengths, l0, factor)
+    target = evaluated_target_length(lengths, l0, factor)
     tuned = _at(entries, numbers, target, "fine-tuned")
     if not tuned:
         return None

@@ -15,10 +15,12 @@ while saving leaves either the previous checkpoint or the new one, never half of
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,16 +98,34 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def read_state(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+@dataclass
+class TrainerState:
+    """Where a run is, saved in every checkpoint as trainer_state.json (next to accelerate's model, optimizer,
+    scheduler and RNG states): the optimizer steps done, the samples and tokens they consumed, the seconds they
+    took, the last step's loss, and the fingerprint of the run (what must not change on resume)."""
+
+    step: int
+    samples_seen: int
+    tokens: int
+    elapsed_s: float
+    loss: float
+    fingerprint: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainerState:
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
 
 
-def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def read_state(checkpoint: Path) -> TrainerState:
+    return TrainerState.from_dict(json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8")))
+
+
+def save_checkpoint(accelerator, output: Path, state: TrainerState, keep: int) -> Path:
     """accelerate `save_state` into a temporary directory, then rename it to `checkpoints/step-N`; keep the last
     `keep`. Every process must call it (each writes its own RNG state)."""
     root = Path(output) / CHECKPOINTS
-    final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}"
+    final = root / f"step-{state.step:07d}"
+    tmp = root / f".tmp-step-{state.step:07d}"
     if accelerator.is_main_process:
         for stale in root.glob(".tmp-step-*"):   # left by a run killed while saving; never a checkpoint
             shutil.rmtree(stale, ignore_errors=True)
@@ -114,7 +134,7 @@ def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any],
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json_atomic(tmp / STATE_FILE, state, sort_keys=True)
+        write_json_atomic(tmp / STATE_FILE, dataclasses.asdict(state), sort_keys=True)
         if final.exists():  # os.replace cannot replace a non-empty directory
             shutil.rmtree(final)
         os.replace(tmp, final)
