@@ -6,7 +6,8 @@ One parser and one builder, so `extend`, `eval`, `finetune` and `study` read a s
 from __future__ import annotations
 
 import argparse
-import math
+
+from ropescale.cli.args import finite_float, list_of
 
 from ropescale.model_info import SPEC_KNOBS, spec_for_model
 
@@ -30,22 +31,8 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "an integer >= 0")
 
 
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def int_list(text: str) -> list[int]:
-    """'256,512,1024' -> [256, 512, 1024]; every item a positive integer."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, got {text!r}")
-    return [positive_int(t) for t in items]
+# '256,512,1024' -> [256, 512, 1024]; an empty or malformed entry is an error naming it
+int_list = list_of(positive_int, "positive integers")
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:

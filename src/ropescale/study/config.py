@@ -181,8 +181,8 @@ class StudyConfig:
             values["save_every"] = max(1, math.ceil(steps / 10))  # an interrupted study resumes from here
         try:
             return FinetuneConfig.from_dict(values)
-        except ValueError as exc:
-            raise ValueError(f"runs[{run.name}]: {exc}") from None
+        except ValueError as exc:  # the recipe's keys, not flags: said without the backticks fields carry
+            raise ValueError(f"runs[{run.name}]: {str(exc).replace('`', '')}") from None
 
     @property
     def label(self) -> str:
