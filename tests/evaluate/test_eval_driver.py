@@ -92,7 +92,7 @@ def test_short_context_compares_with_the_model_without_the_spec(tiny_lm, tmp_pat
     rows = evaluate(ShortContextTask(max_windows=2), model, tokenizer=tokenizer, spec=spec,
                     output=tmp_path / "r.jsonl", progress=False)
     values = {r.metric: r.value for r in rows}
-    assert {r.length for r in rows} == {64} and {r.task for r in rows} == {"short_context"}
+    assert {r.length for r in rows} == {64} and {r.task for r in rows} == {"short-context"}
     assert values["baseline_perplexity"] == pytest.approx(next(r.value for r in plain if r.metric == "perplexity"))
     assert values["relative_change"] == pytest.approx(values["perplexity"] / values["baseline_perplexity"] - 1)
     assert values["perplexity"] != values["baseline_perplexity"]  # yarn's attention scale changes L0 too

@@ -14,7 +14,7 @@ import torch
 
 import ropescale as rs
 from ropescale.cli.main import main
-from ropescale.export.hf import check_output_dir, hf_config_keys, save_extended
+from ropescale.export.hf import check_save_dir, hf_config_keys, save_extended
 from ropescale.model_info import spec_for_model
 from ropescale.rope import RopeSpec
 from tests.conftest import TINY_ARCHS, tiny_model
@@ -151,12 +151,12 @@ def test_save_refuses_an_unpatched_model(tmp_path):
 def test_output_dir_rules_and_atomic_replace(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
-        check_output_dir(tmp_path / "file")
+        check_save_dir(tmp_path / "file")
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
     with pytest.raises(ValueError, match="`overwrite`"):
-        check_output_dir(out)
+        check_save_dir(out)
     model = tiny_model("llama")
     spec = spec_for_model(model, "linear", 2.0)
     rs.apply(model, spec)

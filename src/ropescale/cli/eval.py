@@ -94,7 +94,7 @@ def _read_text(flag: str, path: Path) -> str:
     except IsADirectoryError:
         raise ValueError(f"{flag} {str(path)!r} is a directory; give a text file") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{flag} {str(path)!r} is not UTF-8 text (invalid byte at offset {err.start})") from None
+        raise ValueError(f"{flag} {str(path)!r} is not UTF-8 text (invalid byte at offset {err.start}); give a UTF-8 text file") from None
     if not text.strip():
         raise ValueError(f"{flag} {str(path)!r} holds no text")
     return text

@@ -42,6 +42,19 @@ def check_depths(depths: list[float]) -> list[float]:
     return [float(d) for d in depths]
 
 
+def check_grid(depths, trials: int) -> list[float]:
+    """The depths of a retrieval task's grid as floats; ValueError naming the field for a bad depth or trial count."""
+    depths = check_depths(list(depths))
+    if trials < 1:
+        raise ValueError(f"`trials` must be >= 1, got {trials}")
+    return depths
+
+
+def grid_cells(lengths: list[int] | None, depths: list[float], subject: Subject) -> list[Cell]:
+    """Every (length, depth) cell; lengths default to 1..16 × L0."""
+    return [Cell(n, d) for n in (lengths or default_lengths(subject.original_length)) for d in depths]
+
+
 def cell_keys(seed: int, length: int, depth: float, n: int, digits: int) -> list[str]:
     """The keys of one cell: the same for every model and method, different across cells."""
     rng = random.Random(f"passkey:{seed}:{length}:{depth!r}")  # str seeds are stable across processes
@@ -102,13 +115,26 @@ def group_by_shape(prompts: list[PasskeyPrompt]) -> list[list[PasskeyPrompt]]:
 
 
 @dataclass
-class PasskeyTask:
-    """Passkey accuracy and key bits per digit on lengths × depths, `trials` keys per cell."""
+class RetrievalGrid:
+    """The grid of a retrieval task (passkey, needle): lengths (default 1..16 × L0) × depths in [0, 1], `trials`
+    prompts per cell drawn from `seed`."""
 
     lengths: list[int] | None = None
     depths: list[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
     trials: int = 10
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.depths = check_grid(self.depths, self.trials)
+
+    def cells(self, subject: Subject) -> list[Cell]:
+        return grid_cells(self.lengths, self.depths, subject)
+
+
+@dataclass
+class PasskeyTask(RetrievalGrid):
+    """Passkey accuracy and key bits per digit on lengths × depths, `trials` keys per cell."""
+
     digits: int = 5
     filler: str | None = None  # the filler text; None: the Landmark sentences
     filler_name: str = "landmark"  # how the filler is named in settings (e.g. its file path)
@@ -118,18 +144,12 @@ class PasskeyTask:
     metrics = ("accuracy", "key_bits_per_digit")
 
     def __post_init__(self) -> None:
-        self.depths = check_depths(list(self.depths))
-        if self.trials < 1:
-            raise ValueError(f"`trials` must be >= 1, got {self.trials}")
+        super().__post_init__()
         if self.filler is not None and not self.filler.strip():
             raise ValueError(f"`filler` {self.filler_name!r} holds no text")
 
     def settings(self) -> dict:
         return {"trials": self.trials, "seed": self.seed, "digits": self.digits, "filler": self.filler_name}
-
-    def cells(self, subject: Subject) -> list[Cell]:
-        lengths = self.lengths or default_lengths(subject.original_length)
-        return [Cell(n, d) for n in lengths for d in self.depths]
 
     def prepare(self, model, tokenizer, subject: Subject) -> None:
         pass

@@ -23,7 +23,10 @@ from typing import Any
 
 from ropescale.io import append_lines, read_json_lines
 
-TASKS = ("perplexity", "passkey", "needle", "short_context")
+TASKS = ("perplexity", "passkey", "needle", "short-context")
+# names rows were written with before the CLI's name became the row's: read as the current name, so existing
+# results files still resume
+LEGACY_TASKS = {"short_context": "short-context"}
 
 # fields of a row and the JSON types they accept (None allowed where the tuple has type(None))
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -48,7 +51,7 @@ class Result:
 
     task: one of TASKS. metric: `nll` (nats/token), `perplexity`, `bits_per_byte` for perplexity; `accuracy`
     (in [0, 1]) and `key_bits_per_digit` for passkey; `accuracy` and `f1` for needle; `perplexity`,
-    `baseline_perplexity`, `relative_change` for short_context. depth: None where the task has no depth.
+    `baseline_perplexity`, `relative_change` for short-context. depth: None where the task has no depth.
     """
 
     model: str
@@ -63,6 +66,10 @@ class Result:
     timestamp: str = field(default_factory=now)
     settings: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task in LEGACY_TASKS:
+            object.__setattr__(self, "task", LEGACY_TASKS[self.task])  # frozen: normalised once, when built
 
     def cell_key(self) -> tuple:
         """What identifies the measurement this row belongs to (all its metrics share it)."""
@@ -83,7 +90,7 @@ class Result:
             value = record[name]
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise ValueError(f"field {name!r} has the wrong type ({type(value).__name__})")
-        if record["task"] not in TASKS:
+        if record["task"] not in TASKS and record["task"] not in LEGACY_TASKS:
             raise ValueError(f"task {record['task']!r} is not one of {', '.join(TASKS)}")
         return cls(**{name: record[name] for name in _FIELD_TYPES})
 

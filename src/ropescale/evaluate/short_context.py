@@ -32,7 +32,7 @@ class ShortContextTask:
     batch_size: int = 1
     chunk_size: int | None = None
 
-    name = "short_context"
+    name = "short-context"
     metrics = ("perplexity", "baseline_perplexity", "relative_change")
 
     def settings(self) -> dict:

@@ -66,7 +66,7 @@ def hf_config_keys(spec: RopeSpec, head_dim: int, model_type: str | None = None,
     return keys
 
 
-def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
+def check_save_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
     """The output directory, if writing there is allowed: missing or empty, or non-empty with `overwrite`."""
     path = Path(output_dir).expanduser()
     if path.exists() and not path.is_dir():
@@ -104,7 +104,7 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
     beside `output_dir`, which then replaces it, so an interrupted save leaves the old directory (or none).
     A non-empty `output_dir` is refused unless `overwrite`.
     """
-    output = check_output_dir(output_dir, overwrite)
+    output = check_save_dir(output_dir, overwrite)
     info = ModelInfo.from_config(model)
     if info.rope != spec:
         raise ValueError(f"the model's rope is {info.rope!r}, not {spec!r}; call ropescale.apply(model, spec) first")

@@ -70,7 +70,7 @@ def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str 
         lines += ["", "Token-overlap F1 (SQuAD normalisation):", ""]
         lines += _length_table(rows, "needle", "f1", 2, l0s) + [""]
 
-    short = [r for r in rows if r.task == "short_context"]
+    short = [r for r in rows if r.task == "short-context"]
     if short:
         lines += ["## Short-context regression", "",
                   "Perplexity at L0 against the baseline (the model without the scaling, or --baseline-model):", ""]

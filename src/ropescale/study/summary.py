@@ -58,7 +58,7 @@ def collect(rows: Iterable[Result], entries: Sequence[Entry]) -> dict[str, Numbe
                           perplexity=mean_by_length(mine, "perplexity", "perplexity"),
                           passkey=mean_by_length(mine, "passkey", "accuracy"),
                           key_bits=mean_by_length(mine, "passkey", "key_bits_per_digit"))
-        change = [r.value for r in mine if r.task == "short_context" and r.metric == "relative_change"]
+        change = [r.value for r in mine if r.task == "short-context" and r.metric == "relative_change"]
         numbers.short_context_change = change[-1] if change else None
         out[entry.name] = numbers
     return out

@@ -53,7 +53,7 @@ def checkpoint_dirs(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def check_output_dir(output: Path, resume: bool, overwrite: bool) -> Path | None:
+def check_run_dir(output: Path, resume: bool, overwrite: bool) -> Path | None:
     """Validate --output for this run; return the checkpoint to resume from (None for a fresh run).
 
     Read-only, so every process may call it; `clear_output_dir` does the deleting, on the main process.
@@ -78,7 +78,7 @@ def check_output_dir(output: Path, resume: bool, overwrite: bool) -> Path | None
 
 
 def clear_output_dir(output: Path) -> None:
-    """Delete a previous run in `output` (after `check_output_dir` allowed it) and recreate it empty."""
+    """Delete a previous run in `output` (after `check_run_dir` allowed it) and recreate it empty."""
     output = Path(output)
     if output.is_dir() and any(output.iterdir()):
         shutil.rmtree(output)

@@ -46,7 +46,7 @@ from ropescale.io import write_json_atomic
 from ropescale.model_info import SPEC_KNOBS, ModelInfo, build_spec
 from ropescale.patch import apply
 from ropescale.rope import RopeSpec
-from ropescale.train.checkpoint import (LossLog, TrainerState, check_output_dir, clear_output_dir,
+from ropescale.train.checkpoint import (LossLog, TrainerState, check_run_dir, clear_output_dir,
                                         fingerprint_mismatch, read_state, save_checkpoint)
 from ropescale.train.config import FinetuneConfig
 from ropescale.train.loss import IGNORE_INDEX, row_nll, shift_labels
@@ -339,7 +339,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
     if not config.output:
         raise ValueError("`output` is required: the directory for the fine-tuned checkpoint and its logs")
     output = Path(config.output).expanduser()
-    resume_from = check_output_dir(output, config.resume, config.overwrite)  # before any model is loaded
+    resume_from = check_run_dir(output, config.resume, config.overwrite)  # before any model is loaded
     _check_tracker(config.report_to)
     run = setup(config, output, fresh=resume_from is None)
     state = resume(run, resume_from)
