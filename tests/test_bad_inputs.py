@@ -107,9 +107,10 @@ CASES = [
     # spec flags
     ("unknown-method", ["extend", "--model", "{model}", "--method", "yarnn", "--output", "{root}/x"], "yarnn"),
     ("factor-0", ["extend", "--model", "{model}", "--method", "yarn", "--factor", "0", "--output", "{root}/x"],
-     "factor"),
+     "factor must be >= 1 (1 = no scaling; the target length divided by the original), got 0.0"),
     ("factor-negative", ["eval", "perplexity", "--model", "{model}", "--method", "linear", "--factor", "-1",
-                         "--output", "{root}/r.jsonl"], "factor"),
+                         "--output", "{root}/r.jsonl"],
+     "factor must be >= 1 (1 = no scaling; the target length divided by the original), got -1.0"),
     ("factor-nan", ["extend", "--model", "{model}", "--method", "yarn", "--factor", "nan", "--output", "{root}/x"],
      "finite"),
     ("factor-word", ["extend", "--model", "{model}", "--method", "yarn", "--factor", "eight", "--output",
@@ -119,13 +120,15 @@ CASES = [
     ("knob-not-read-by-method", ["extend", "--model", "{model}", "--method", "linear", "--factor", "4",
                                  "--beta-fast", "32", "--output", "{root}/x"], "beta_fast"),
     ("plan-below-l0", ["plan", "--model", "{model}", "--target-length", "32"], "below the model's original"),
-    ("plan-target-garbage", ["plan", "--model", "{model}", "--target-length", "long"], "--target-length"),
+    ("plan-target-garbage", ["plan", "--model", "{model}", "--target-length", "long"],
+     "--target-length: invalid int value: 'long'"),
     # models
     ("model-missing", ["extend", "--model", "{missing}", "--method", "yarn", "--factor", "2", "--output",
-                       "{root}/x"], "does not exist"),
+                       "{root}/x"], "does not exist (neither a local directory nor a Hub id"),
     ("model-no-config", ["eval", "perplexity", "--model", "{no_config}", "--output", "{root}/r.jsonl"],
      "no config.json"),
-    ("model-is-file", ["plan", "--model", "{short_txt}", "--target-length", "1024"], "is a file"),
+    ("model-is-file", ["plan", "--model", "{short_txt}", "--target-length", "1024"],
+     "is a file; give a model directory or a Hub id"),
     ("model-corrupt-weights", ["extend", "--model", "{corrupt}", "--method", "yarn", "--factor", "2", "--output",
                                "{root}/x"], "could not load the model"),
     ("model-without-rope", ["extend", "--model", "{gpt2}", "--method", "yarn", "--factor", "2", "--output",
@@ -138,18 +141,18 @@ CASES = [
     ("recipe-wrong-type", ["finetune", "{wrong_type_yaml}", "--output", "{root}/run"], "'steps' must be int"),
     ("recipe-bad-yaml", ["finetune", "{bad_syntax_yaml}", "--output", "{root}/run"], "not valid YAML"),
     ("recipe-not-mapping", ["finetune", "{list_yaml}", "--output", "{root}/run"], "mapping"),
-    ("recipe-missing", ["finetune", "{root}/nope.yaml", "--output", "{root}/run"], "does not exist"),
+    ("recipe-missing", ["finetune", "{root}/nope.yaml", "--output", "{root}/run"], "nope.yaml' does not exist"),
     # data
     ("corpus-empty", ["eval", "perplexity", "--model", "{model}", "--data", "{empty_txt}", "--output",
-                      "{root}/r.jsonl"], "empty"),
+                      "{root}/r.jsonl"], "is an empty corpus: it holds no text"),
     ("corpus-blank", ["finetune", "--model", "{train_model}", "--data", "{blank_txt}", "--steps", "1",
-                      "--output", "{root}/run-blank"], "empty"),
+                      "--output", "{root}/run-blank"], "holds only white space"),
     ("corpus-shorter-than-window", ["eval", "perplexity", "--model", "{model}", "--data", "{short_txt}",
                                     "--lengths", "64", "--output", "{root}/r.jsonl"], "shorter"),
     ("finetune-corpus-too-short", ["finetune", "--model", "{train_model}", "--data", "{short_txt}", "--steps", "1",
                                    "--seq-len", "32", "--output", "{root}/run-short"], "more text"),
     ("corpus-not-utf8", ["eval", "perplexity", "--model", "{model}", "--data", "{latin1_txt}", "--output",
-                         "{root}/r.jsonl"], "not UTF-8"),
+                         "{root}/r.jsonl"], "; the corpus must be UTF-8"),
     ("jsonl-without-text-field", ["eval", "perplexity", "--model", "{model}", "--data", "{no_text_field_jsonl}",
                                   "--output", "{root}/r.jsonl"], "'text'"),
     ("jsonl-invalid-json", ["finetune", "--model", "{train_model}", "--data", "{bad_json_jsonl}", "--steps", "1",
@@ -157,19 +160,21 @@ CASES = [
     ("data-unsupported-type", ["eval", "perplexity", "--model", "{model}", "--data", "{data_pdf}", "--output",
                                "{root}/r.jsonl"], ".pdf"),
     ("data-missing", ["eval", "perplexity", "--model", "{model}", "--data", "{root}/nope.txt", "--output",
-                      "{root}/r.jsonl"], "does not exist"),
+                      "{root}/r.jsonl"], "path does not exist (expected"),
     # flags with bad values
-    ("lengths-zero", ["eval", "perplexity", "--model", "{model}", "--lengths", "0,64"], "--lengths"),
+    ("lengths-zero", ["eval", "perplexity", "--model", "{model}", "--lengths", "0,64"],
+     "--lengths: expected a comma-separated list of positive integers, got '0,64': entry '0'"),
     ("lengths-garbage", ["eval", "perplexity", "--model", "{model}", "--lengths", "64,abc"], "'abc'"),
-    ("lengths-empty", ["eval", "perplexity", "--model", "{model}", "--lengths", ","], "--lengths"),
+    ("lengths-empty", ["eval", "perplexity", "--model", "{model}", "--lengths", ","],
+     "--lengths: expected a comma-separated list of positive integers, got ',': entry 1 is empty"),
     ("depths-out-of-range", ["eval", "passkey", "--model", "{model}", "--depths", "0,1.5"], "[0, 1]"),
     ("flag-not-for-task", ["eval", "perplexity", "--model", "{model}", "--depths", "0.5"], "--depths"),
     ("steps-zero", ["finetune", "--model", "{train_model}", "--steps", "0", "--output", "{root}/run"], "--steps"),
     ("seq-len-one", ["finetune", "--model", "{train_model}", "--seq-len", "1", "--output", "{root}/run"],
-     "seq_len"),
+     "--seq-len must be an integer >= 2"),
     ("lr-negative", ["finetune", "--model", "{train_model}", "--lr", "-1", "--output", "{root}/run"], "lr"),
     ("passkey-share-one", ["finetune", "--model", "{train_model}", "--passkey-share", "1", "--output",
-                           "{root}/run"], "passkey_share must be a number in [0, 1)"),
+                           "{root}/run"], "--passkey-share must be a number in [0, 1)"),
     ("finetune-no-output", ["finetune", "--model", "{train_model}", "--steps", "1"], "--output"),
     ("resume-and-overwrite", ["finetune", "--model", "{train_model}", "--resume", "--overwrite", "--output",
                               "{root}/run"], "exclude"),
@@ -177,23 +182,24 @@ CASES = [
     ("prompt-empty", ["generate", "--model", "{model}", "--prompt", ""], "prompt is empty"),
     ("top-p-zero", ["generate", "--model", "{model}", "--prompt", "hi", "--top-p", "0"], "--top-p"),
     ("filler-not-utf8", ["eval", "passkey", "--model", "{model}", "--filler", "{latin1_txt}", "--output",
-                         "{root}/r.jsonl"], "not UTF-8"),
+                         "{root}/r.jsonl"], "; give a UTF-8 text file"),
     ("haystack-missing", ["eval", "needle", "--model", "{model}", "--haystack", "{root}/nope.txt", "--output",
-                          "{root}/r.jsonl"], "does not exist"),
+                          "{root}/r.jsonl"], "nope.txt' does not exist"),
     ("unknown-command", ["extendd"], "extendd"),
     ("unknown-flag", ["eval", "perplexity", "--lenghts", "64"], "--lenghts"),
-    ("missing-required-flag", ["plan", "--model", "{model}"], "--target-length"),
+    ("missing-required-flag", ["plan", "--model", "{model}"], "arguments are required: --target-length"),
     # outputs
     ("extend-output-is-file", ["extend", "--model", "{model}", "--method", "yarn", "--factor", "2", "--output",
-                               "{a_file}"], "is a file"),
-    ("finetune-output-is-file", ["finetune", "--model", "{train_model}", "--output", "{a_file}"], "is a file"),
+                               "{a_file}"], "is a file; give a directory path for the checkpoint"),
+    ("finetune-output-is-file", ["finetune", "--model", "{train_model}", "--output", "{a_file}"],
+     "is a file; give a directory for the run"),
     ("eval-output-is-dir", ["eval", "perplexity", "--model", "{model}", "--output", "{results_dir}"],
      "is a directory"),
     ("report-output-is-file", ["report", "{results_empty_jsonl}", "--output", "{a_file}"], "give a folder"),
     ("extend-output-not-empty", ["extend", "--model", "{model}", "--method", "yarn", "--factor", "2", "--output",
-                                 "{nonempty}"], "--overwrite"),
+                                 "{nonempty}"], "exists and is not empty; pass --overwrite"),
     ("finetune-output-not-empty", ["finetune", "--model", "{train_model}", "--output", "{nonempty}"],
-     "--overwrite"),
+     "is not empty; pass --resume to continue its run or --overwrite"),
     ("finetune-overwrite-foreign-files", ["finetune", "--model", "{train_model}", "--overwrite", "--output",
                                           "{nonempty}"], "no ropescale run wrote"),
     ("resume-without-checkpoint", ["finetune", "--model", "{train_model}", "--resume", "--output", "{empty_run}"],
@@ -203,7 +209,8 @@ CASES = [
     # results files
     ("eval-corrupt-results-file", ["eval", "perplexity", "--model", "{model}", "--output",
                                    "{results_corrupt_jsonl}"], "line 1"),
-    ("report-missing-results", ["report", "{root}/nope.jsonl", "--output", "{root}/report"], "does not exist"),
+    ("report-missing-results", ["report", "{root}/nope.jsonl", "--output", "{root}/report"],
+     "nope.jsonl' does not exist"),
     ("report-empty-results", ["report", "{results_empty_jsonl}", "--output", "{root}/report"], "no rows"),
 ]
 
@@ -240,10 +247,23 @@ def test_resume_from_another_models_checkpoint(foreign_checkpoint, capfd):
     assert "intermediate_size" in line
 
 
+# cases that give the same bad input to two commands: one message is right for both
+SAME_INPUT = {("model-without-rope", "plan-model-without-rope")}
+
+
 def test_every_message_is_its_own():
-    """No two cases expect the same message: a catch-all 'invalid input' would satisfy none of them."""
+    """No two cases expect the same message, and no expected message is part of another's, so a catch-all
+    'invalid input' (or one message for two different mistakes) cannot pass; only cases that give one bad input
+    to two commands (SAME_INPUT) expect the same message."""
     assert len(CASES) >= 30
     assert len({c[0] for c in CASES}) == len(CASES)
+    needles = {name: needle.lower() for name, _, needle in CASES}
+    same = {frozenset(pair) for pair in SAME_INPUT}
+    for a, b in SAME_INPUT:
+        assert needles[a] == needles[b], (a, b)
+    repeated = [(a, b) for a in needles for b in needles
+                if a != b and frozenset((a, b)) not in same and needles[a] in needles[b]]
+    assert not repeated, repeated
 
 
 # ------------------------------------------------------------------------------------------------ end to end

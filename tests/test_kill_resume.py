@@ -153,7 +153,7 @@ def check_run_dir(run: Path) -> None:
         latest = found[-1]
         assert latest.name.startswith("step-")
         state = read_state(latest)
-        assert state["step"] == int(latest.name.split("-")[1])
+        assert state.step == int(latest.name.split("-")[1])
         assert load_file(latest / "model.safetensors")
         assert torch.load(latest / "optimizer.bin", weights_only=False)["state"]
     loss = run / "loss.csv"

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import ropescale
+from ropescale.patch import install_dynamic_reset_hook
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -26,12 +27,12 @@ def resolve_model(name: str | Path | None) -> str:
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"--model {text!r} is a file; give a model directory or a Hub id")
+            raise ValueError(f"`model` {text!r} is a file; give a model directory or a Hub id")
         if not (path / "config.json").is_file():
-            raise ValueError(f"--model {text!r} has no config.json; give a Hugging Face model directory")
+            raise ValueError(f"`model` {text!r} has no config.json; give a Hugging Face model directory")
         return str(path)
     if text.startswith((".", "/", "~")) or text.count("/") > 1 or not _HUB_ID.match(text):
-        raise ValueError(f"--model {text!r} does not exist (neither a local directory nor a Hub id like org/name)")
+        raise ValueError(f"`model` {text!r} does not exist (neither a local directory nor a Hub id like org/name)")
     return text
 
 
@@ -47,15 +48,26 @@ def read_config_dict(name: str | Path | None) -> dict:
 
             file = Path(hf_hub_download(resolved, "config.json"))
         except Exception as exc:  # offline, unknown repo, gated: all the user's to fix
-            raise ValueError(f"--model {resolved!r}: could not fetch config.json from the Hub "
+            raise ValueError(f"`model` {resolved!r}: could not fetch config.json from the Hub "
                              f"({type(exc).__name__}); check the id or pass a local directory") from None
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"--model {resolved!r}: config.json is not valid JSON ({exc})") from None
+        raise ValueError(f"`model` {resolved!r}: config.json is not valid JSON ({exc})") from None
     if not isinstance(config, dict):
-        raise ValueError(f"--model {resolved!r}: config.json does not hold a JSON object")
+        raise ValueError(f"`model` {resolved!r}: config.json does not hold a JSON object")
     return config
+
+
+def load_config(name: str | Path | None):
+    """The transformers config of a model name (embedded, a directory, a Hub id), without loading weights."""
+    from transformers import AutoConfig  # heavy: loaded when a command first needs a model
+
+    resolved = resolve_model(name)
+    try:
+        return AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"`model` {resolved!r}: could not read its config ({_first_line(exc)})") from None
 
 
 def load_tokenizer(name: str | Path | None):
@@ -65,7 +77,7 @@ def load_tokenizer(name: str | Path | None):
     try:
         return AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"--model {resolved!r}: could not load its tokenizer ({_first_line(exc)})") from None
+        raise ValueError(f"`model` {resolved!r}: could not load its tokenizer ({_first_line(exc)})") from None
 
 
 def load_model(name: str | Path | None, *, dtype=None, device=None, attn_implementation: str = "sdpa"):
@@ -81,11 +93,9 @@ def load_model(name: str | Path | None, *, dtype=None, device=None, attn_impleme
             resolved, dtype=dtype or torch.float32, attn_implementation=attn_implementation)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
         # transformers raises on an unknown architecture or missing weights
-        raise ValueError(f"--model {resolved!r}: could not load the model ({_first_line(exc)})") from None
+        raise ValueError(f"`model` {resolved!r}: could not load the model ({_first_line(exc)})") from None
     if device is not None:
         model.to(device)
-    from ropescale.patch import install_dynamic_reset_hook
-
     install_dynamic_reset_hook(model)  # a no-op unless the checkpoint uses a dynamic rope type
     return model.eval()
 

@@ -44,7 +44,7 @@ def test_eval_runs_resumes_and_reports(capsys, tiny_lm_dir, tmp_path):
     assert main(["eval", "perplexity", "--lengths", "32,64", "--max-windows", "2"] + base) == 0
     assert "nothing to do" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {r["task"] for r in rows} == {"perplexity", "passkey", "short_context"}
+    assert {r["task"] for r in rows} == {"perplexity", "passkey", "short-context"}
     assert len([r for r in rows if r["task"] == "perplexity"]) == 2 * 2 * 3  # two strides, two lengths
     passkey = [r for r in rows if r["task"] == "passkey"]
     assert {r["settings"]["filler"] for r in passkey} == {str(filler)} and {r["method"] for r in passkey} == {"yarn"}

@@ -190,7 +190,7 @@ def test_generate_prints_the_greedy_continuation(tiny_model_dir, tmp_path, capsy
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = load_model(tiny_model_dir)
     import ropescale as rs
-    from ropescale.patch import spec_for_model
+    from ropescale.model_info import spec_for_model
 
     rs.apply(model, spec_for_model(model, "yarn", 4.0))
     ids = tokenizer("To be, or not to be", return_tensors="pt").input_ids

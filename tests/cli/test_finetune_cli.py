@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ropescale.cli.main import main
-from ropescale.train.checkpoint import read_loss_csv
+from ropescale.io import read_loss_csv
 
 
 def _run(*argv):
@@ -39,7 +39,7 @@ def test_flags_override_the_recipe(tiny_train_model_dir, text_file, tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--steps", "3"], "--output is required"),
-    (["--steps", "0", "--output", "x"], "--steps: expected a positive integer"),
+    (["--steps", "0", "--output", "x"], "--steps must be a positive integer"),
     (["--schedule", "step", "--output", "x"], "--schedule: invalid choice"),
     (["--factor", "8", "--output", "x"], "--factor needs --method"),
 ])

@@ -3,7 +3,7 @@
 import pytest
 
 from ropescale.evaluate import PasskeyTask, PerplexityTask, ResultsFile, ShortContextTask, evaluate
-from ropescale.patch import spec_for_model
+from ropescale.model_info import spec_for_model
 
 
 class Counting:
@@ -92,7 +92,7 @@ def test_short_context_compares_with_the_model_without_the_spec(tiny_lm, tmp_pat
     rows = evaluate(ShortContextTask(max_windows=2), model, tokenizer=tokenizer, spec=spec,
                     output=tmp_path / "r.jsonl", progress=False)
     values = {r.metric: r.value for r in rows}
-    assert {r.length for r in rows} == {64} and {r.task for r in rows} == {"short_context"}
+    assert {r.length for r in rows} == {64} and {r.task for r in rows} == {"short-context"}
     assert values["baseline_perplexity"] == pytest.approx(next(r.value for r in plain if r.metric == "perplexity"))
     assert values["relative_change"] == pytest.approx(values["perplexity"] / values["baseline_perplexity"] - 1)
     assert values["perplexity"] != values["baseline_perplexity"]  # yarn's attention scale changes L0 too
@@ -100,5 +100,5 @@ def test_short_context_compares_with_the_model_without_the_spec(tiny_lm, tmp_pat
 
 def test_short_context_without_a_baseline_is_an_error(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
-    with pytest.raises(ValueError, match="--baseline-model"):
+    with pytest.raises(ValueError, match="`baseline_model`"):
         evaluate(ShortContextTask(), model, tokenizer=tokenizer, output=tmp_path / "r.jsonl", progress=False)

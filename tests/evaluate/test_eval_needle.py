@@ -47,12 +47,12 @@ def test_prompts_fill_the_length_and_put_the_needle_after_a_sentence_end(lm_toke
 
 
 def test_bad_needle_settings_and_short_inputs_are_clear_errors(lm_tokenizer):
-    with pytest.raises(ValueError, match="--answer"):
+    with pytest.raises(ValueError, match="`answer`"):
         NeedleTask(answer="vinegar")
     task = prepared(lm_tokenizer)
-    with pytest.raises(ValueError, match="--lengths 20 is too short"):
+    with pytest.raises(ValueError, match="`lengths` 20 is too short"):
         task._hay_budget(20)
-    with pytest.raises(ValueError, match="--lengths 100000.*haystack"):
+    with pytest.raises(ValueError, match="`lengths` 100000.*haystack"):
         task._offsets(100000, task._hay_budget(100000))
 
 

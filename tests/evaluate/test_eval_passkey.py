@@ -97,5 +97,5 @@ def test_custom_filler_replaces_the_landmark_sentences(lm_tokenizer, tiny_lm, tm
 
 
 def test_too_short_length_names_the_flag(lm_tokenizer):
-    with pytest.raises(ValueError, match="--lengths 40"):
+    with pytest.raises(ValueError, match="`lengths` 40"):
         cell_prompts(lm_tokenizer, 40, 0.5, ["12345"], None)

@@ -44,9 +44,9 @@ def test_sliding_windows_score_each_token_once_with_at_least_length_minus_stride
 
 
 def test_sliding_stride_out_of_range_and_short_text_are_clear_errors():
-    with pytest.raises(ValueError, match="--stride"):
+    with pytest.raises(ValueError, match="`stride`"):
         windows(list(range(50)), 8, bos_id=1, stride=8)
-    with pytest.raises(ValueError, match="--lengths 64.*only 20 tokens"):
+    with pytest.raises(ValueError, match="`lengths` 64.*only 20 tokens"):
         windows(list(range(20)), 64, bos_id=1)
 
 
@@ -82,7 +82,7 @@ def test_bits_per_byte_of_a_uniform_model_is_log2_vocab_times_tokens_over_bytes(
 
 def test_perplexity_task_writes_three_metrics_per_length_and_a_spec_changes_the_numbers(tiny_lm, tmp_path):
     import ropescale as rs
-    from ropescale.patch import spec_for_model
+    from ropescale.model_info import spec_for_model
 
     model, tokenizer = tiny_lm
     task = PerplexityTask(lengths=[32, 128], max_windows=2)
@@ -113,6 +113,6 @@ def test_max_tokens_scores_the_same_text_at_every_length(tiny_lm, tmp_path):
 
 def test_max_tokens_shorter_than_a_window_is_named(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
-    with pytest.raises(ValueError, match="--max-tokens 100 is shorter than one window of length 128"):
+    with pytest.raises(ValueError, match="`max_tokens` 100 is shorter than one window of length 128"):
         evaluate(PerplexityTask(lengths=[32, 128], max_tokens=100), model, tokenizer=tokenizer,
                  output=tmp_path / "r.jsonl", progress=False)

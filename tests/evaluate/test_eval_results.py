@@ -64,3 +64,14 @@ def test_completed_groups_metrics_by_cell(tmp_path):
 def test_latest_keeps_the_last_row_of_a_cell_metric():
     rows = latest([row(value=1.0), row(value=2.0), row("perplexity", 3.0)])
     assert sorted((r.metric, r.value) for r in rows) == [("nll", 2.0), ("perplexity", 3.0)]
+
+
+def test_rows_written_as_short_context_read_as_the_clis_short_context_name(tmp_path):
+    # rows written before the task took the CLI's name still count as done for `eval short-context`
+    from ropescale.evaluate import ShortContextTask
+
+    old = Result("m", "yarn", 2.0, "short_context", 64, None, "perplexity", 1.5, 10)
+    path = tmp_path / "r.jsonl"
+    path.write_text(old.to_json().replace('"short-context"', '"short_context"') + "\n")
+    (row,) = ResultsFile(path).read()
+    assert row.task == ShortContextTask.name == "short-context" and row.cell_key() == old.cell_key()

@@ -14,8 +14,8 @@ import torch
 
 import ropescale as rs
 from ropescale.cli.main import main
-from ropescale.export.hf import check_output_dir, hf_config_keys, save_extended
-from ropescale.patch import spec_for_model
+from ropescale.export.hf import check_save_dir, hf_config_keys, save_extended
+from ropescale.model_info import spec_for_model
 from ropescale.rope import RopeSpec
 from tests.conftest import TINY_ARCHS, tiny_model
 
@@ -25,12 +25,9 @@ NATIVE = ["linear", "dynamic", "yarn", "llama3", "longrope", "ntk", "abf", "ntk-
 
 
 def _fields(model, method):
-    from ropescale.patch import rope_config
-    from ropescale.patch.apply import head_dim_of
-    from ropescale.rope import rotary_dim
+    from ropescale.model_info import ModelInfo
 
-    text = rope_config(model)
-    half = rotary_dim(head_dim_of(text), float(text.rope_parameters.get("partial_rotary_factor", 1.0))) // 2
+    half = ModelInfo.from_config(model).rotary_dim // 2
     return {"llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0},
             "longrope": {"short_factor": [1.0 + 0.1 * i for i in range(half)],
                          "long_factor": [1.0 + 0.7 * i for i in range(half)]},
@@ -154,12 +151,12 @@ def test_save_refuses_an_unpatched_model(tmp_path):
 def test_output_dir_rules_and_atomic_replace(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
-        check_output_dir(tmp_path / "file")
+        check_save_dir(tmp_path / "file")
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(ValueError, match="--overwrite"):
-        check_output_dir(out)
+    with pytest.raises(ValueError, match="`overwrite`"):
+        check_save_dir(out)
     model = tiny_model("llama")
     spec = spec_for_model(model, "linear", 2.0)
     rs.apply(model, spec)

@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 import ropescale as rs
-from ropescale.patch import spec_for_model
+from ropescale.model_info import spec_for_model
 from tests.conftest import tiny_llama_config
 
 IDS = torch.randint(0, 97, (1, 150), generator=torch.Generator().manual_seed(0))  # > L0 = 64

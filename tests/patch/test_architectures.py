@@ -4,8 +4,7 @@ import pytest
 import torch
 
 import ropescale as rs
-from ropescale.patch import rope_config, spec_for_model
-from ropescale.patch.apply import head_dim_of
+from ropescale.model_info import ModelInfo, spec_for_model
 from ropescale.rope import frequencies, rotary_dim
 from tests.conftest import TINY_ARCHS, tiny_config, tiny_model
 
@@ -43,7 +42,7 @@ def test_dynamic_methods_follow_the_sequence_length(arch, method):
     model = tiny_model(arch)
     spec = _spec(model, method, 4.0)
     rs.apply(model, spec)
-    rotary, head_dim = _rotary(model), head_dim_of(rope_config(model))
+    rotary, head_dim = _rotary(model), ModelInfo.from_config(model).head_dim
     for length in (40, 80, 100):  # transformers' dynamic_rope_update recomputes on growth past L0
         with torch.no_grad():
             model(IDS[:, :length])
@@ -91,7 +90,7 @@ def test_patched_config_is_what_transformers_builds_natively():
 def test_phi3_refuses_methods_it_cannot_load_with_a_clear_message():
     model = tiny_model("phi3")
     before = dict(model.config.rope_parameters)
-    with pytest.raises(ValueError, match=r"'phi3' accepts only rope types default, longrope.*--method"):
+    with pytest.raises(ValueError, match=r"'phi3' accepts only rope types default, longrope.*`method`"):
         rs.apply(model, _spec(model, "yarn", 4.0))
     assert model.config.rope_parameters == before  # refused before anything changed
     short = tuple(1.0 for _ in range(8))

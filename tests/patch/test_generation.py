@@ -11,7 +11,7 @@ import torch
 
 import ropescale as rs
 from ropescale.cli.generate import continue_ids
-from ropescale.patch import spec_for_model
+from ropescale.model_info import spec_for_model
 from tests.conftest import tiny_model
 
 L0, NEW = 64, 16

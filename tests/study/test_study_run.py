@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ropescale.study import StudyConfig, run_study
-from ropescale.train.checkpoint import read_loss_csv
+from ropescale.io import read_loss_csv
 
 
 def tiny_study(model_dir, text_file, output, **overrides):

@@ -3,7 +3,7 @@
 import pytest
 
 from ropescale.evaluate.results import Result
-from ropescale.study.summary import Entry, collect, findings, headline_table, target_length
+from ropescale.study.summary import Entry, collect, findings, headline_table, evaluated_target_length
 
 L0, LENGTHS, FACTOR = 256, [256, 512, 1024], 4
 ENTRIES = [Entry("default (no scaling)", "base", "default", 1.0, "baseline"),
@@ -105,6 +105,6 @@ def test_findings_leave_out_what_was_not_measured():
     assert len(found) == 2 and not any("after fine-tuning" in line.lower() for line in found)
 
 
-def test_target_length_is_the_evaluated_factor_times_l0_or_the_longest():
-    assert target_length([256, 1024, 4096], 256, 16) == 4096
-    assert target_length([256, 1024], 256, 16) == 1024
+def test_evaluated_target_length_is_the_evaluated_factor_times_l0_or_the_longest():
+    assert evaluated_target_length([256, 1024, 4096], 256, 16) == 4096
+    assert evaluated_target_length([256, 1024], 256, 16) == 1024

@@ -80,8 +80,8 @@ def test_every_recipe_loads_and_starts_with_its_command(path):
     assert config.method is not None and config.factor is not None and config.steps <= 1000
 
 
-@pytest.mark.parametrize("values,match", [({"factor": 8.0}, "--factor needs --method"),
-                                          ({"beta_fast": 16.0}, "--beta-fast needs --method"),
+@pytest.mark.parametrize("values,match", [({"factor": 8.0}, "`factor` needs `method`"),
+                                          ({"beta_fast": 16.0}, "`beta_fast` needs `method`"),
                                           ({"method": "yarnn"}, "method must be one of .*yarn")])
 def test_spec_fields_are_checked_before_loading(values, match):
     with pytest.raises(ValueError, match=match):

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 import ropescale
 from ropescale.train import FinetuneConfig, finetune
-from ropescale.train.checkpoint import checkpoint_dirs, read_loss_csv
+from ropescale.io import read_loss_csv
+from ropescale.train.checkpoint import checkpoint_dirs
 
 pytestmark = pytest.mark.integration
 

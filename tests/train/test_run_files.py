@@ -1,6 +1,7 @@
 """The run directory's files survive a kill at any byte: loss.csv rows cut short are dropped on resume."""
 
-from ropescale.train.checkpoint import LOSS_COLUMNS, LossLog, read_loss_csv
+from ropescale.io import read_loss_csv
+from ropescale.train.checkpoint import LOSS_COLUMNS, LossLog
 
 
 def _rows(steps):

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from ropescale.train import FinetuneConfig, finetune
-from ropescale.train.checkpoint import checkpoint_dirs, read_loss_csv
+from ropescale.io import read_loss_csv
+from ropescale.train.checkpoint import checkpoint_dirs
 from ropescale.train.loop import RowOrder, clip_and_step, sample_indices
 
 
@@ -110,7 +111,7 @@ def test_pose_trains_short_windows_for_the_target_length(tiny_train_model_dir, t
 
 
 def test_pose_window_longer_than_target(tiny_train_model_dir, text_file, tmp_path):
-    with pytest.raises(ValueError, match="--pose-window 256 is longer than the target length 128"):
+    with pytest.raises(ValueError, match="`pose_window` 256 is longer than the target length 128"):
         finetune(_config(tiny_train_model_dir, text_file, tmp_path / "x", pose_window=256))
 
 
@@ -143,7 +144,7 @@ def test_resume_after_a_crash_gives_the_same_weights(tiny_train_model_dir, text_
 def test_non_empty_output_needs_resume_or_overwrite(tiny_train_model_dir, text_file, tmp_path):
     out = tmp_path / "run"
     finetune(_config(tiny_train_model_dir, text_file, out, steps=1))
-    with pytest.raises(ValueError, match="is not empty; pass --resume .* or --overwrite"):
+    with pytest.raises(ValueError, match="is not empty; pass `resume` .* or `overwrite`"):
         finetune(_config(tiny_train_model_dir, text_file, out, steps=1))
     finetune(_config(tiny_train_model_dir, text_file, out, steps=2, overwrite=True))
     assert len(read_loss_csv(out / "loss.csv")) == 2
@@ -157,7 +158,7 @@ def test_overwrite_refuses_a_foreign_directory(tiny_train_model_dir, text_file, 
 
 
 def test_resume_without_checkpoint(tiny_train_model_dir, text_file, tmp_path):
-    with pytest.raises(ValueError, match="--resume: .* has no checkpoint"):
+    with pytest.raises(ValueError, match="`resume`: .* has no checkpoint"):
         finetune(_config(tiny_train_model_dir, text_file, tmp_path / "none", resume=True))
 
 
@@ -174,7 +175,7 @@ def test_report_to_a_missing_tracker(tiny_train_model_dir, text_file, tmp_path, 
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(ValueError, match="--report-to wandb needs the wandb package"):
+    with pytest.raises(ValueError, match="`report_to` wandb needs the wandb package"):
         finetune(_config(tiny_train_model_dir, text_file, tmp_path / "w", report_to="wandb"))
 
 

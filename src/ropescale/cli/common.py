@@ -6,13 +6,11 @@ One parser and one builder, so `extend`, `eval`, `finetune` and `study` read a s
 from __future__ import annotations
 
 import argparse
-import math
 
-# method knobs exposed as flags: flag dest -> RopeSpec field
-SPEC_KNOBS = {
-    "rope_theta": float, "attention_factor": float, "beta_fast": float, "beta_slow": float,
-    "low_freq_factor": float, "high_freq_factor": float,
-}
+from ropescale.cli.args import finite_float, list_of
+
+from ropescale.model_info import SPEC_KNOBS, spec_for_model
+
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -33,22 +31,8 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "an integer >= 0")
 
 
-def finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def int_list(text: str) -> list[int]:
-    """'256,512,1024' -> [256, 512, 1024]; every item a positive integer."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of positive integers, got {text!r}")
-    return [positive_int(t) for t in items]
+# '256,512,1024' -> [256, 512, 1024]; an empty or malformed entry is an error naming it
+int_list = list_of(positive_int, "positive integers")
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -64,27 +48,15 @@ def add_spec_arguments(parser: argparse.ArgumentParser, required: bool = False) 
                         metavar="METHOD", help="scaling method: " + ", ".join(METHODS))
     parser.add_argument("--factor", type=finite_float, default=None,
                         help="scale factor s = target length / L0 (default: 1)")
-    for dest, kind in SPEC_KNOBS.items():
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=finite_float, default=None,
-                            help=f"{dest} of the spec (transformers' key)")
+    for dest, text in SPEC_KNOBS.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=finite_float, default=None, help=text)
 
 
 def spec_from_args(args: argparse.Namespace, model_or_config):
     """The RopeSpec the flags ask for, completed from the model's config (θ, L0, partial rotary); None when no
     --method was given. Flags that the method does not read are an error from RopeSpec naming the field."""
-    from ropescale.patch import spec_for_model
-
-    method = getattr(args, "method", None)
-    if method is None:
-        if getattr(args, "factor", None) is not None:
-            raise ValueError("--factor needs --method (e.g. --method yarn --factor 8)")
-        return None
-    fields = {dest: getattr(args, dest) for dest in SPEC_KNOBS if getattr(args, dest, None) is not None}
-    if method == "llama3":
-        fields.setdefault("low_freq_factor", 1.0)   # Llama 3.1's published values
-        fields.setdefault("high_freq_factor", 4.0)
-    factor = args.factor if args.factor is not None else 1.0
-    return spec_for_model(model_or_config, method, factor, **fields)
+    knobs = {name: getattr(args, name, None) for name in SPEC_KNOBS}
+    return spec_for_model(model_or_config, getattr(args, "method", None), getattr(args, "factor", None), **knobs)
 
 
 def quiet_transformers() -> None:

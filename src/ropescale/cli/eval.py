@@ -12,42 +12,38 @@ Rows go to --output (JSON lines), one finished cell at a time; rerunning the sam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+from ropescale.cli.args import list_of
+from ropescale.evaluate import TASK_CLASSES
 from ropescale.cli.common import (add_model_argument, add_spec_arguments, int_list, on_interrupt, positive_int,
                                   spec_from_args)
 
 HELP = "evaluate a model at long context: perplexity, passkey, needle, short-context (rows to results.jsonl)"
 
-# task -> the task-specific flags it reads (flag dest -> task field); any other task flag given is an error
-TASK_FLAGS: dict[str, dict[str, str]] = {
-    "perplexity": {"lengths": "lengths", "data": "data", "split": "split", "text_field": "text_field",
-                   "stride": "stride", "max_windows": "max_windows", "max_tokens": "max_tokens",
-                   "batch_size": "batch_size", "chunk_size": "chunk_size"},
-    "passkey": {"lengths": "lengths", "depths": "depths", "trials": "trials", "seed": "seed", "digits": "digits",
-                "filler": "filler", "batch_size": "batch_size"},
-    "needle": {"lengths": "lengths", "depths": "depths", "trials": "trials", "seed": "seed", "haystack": "haystack",
-               "needle": "needle", "question": "question", "answer": "answer", "batch_size": "batch_size"},
-    "short-context": {"data": "data", "split": "split", "text_field": "text_field", "max_windows": "max_windows",
-                      "baseline_model": "baseline_model", "batch_size": "batch_size", "chunk_size": "chunk_size"},
-}
-_ALL_TASK_FLAGS = sorted({dest for flags in TASK_FLAGS.values() for dest in flags} | {"n_depths"})
+def task_fields(task: str) -> set[str]:
+    """The settings a task reads: its dataclass fields; any other task flag given is an error."""
+    return {field.name for field in dataclasses.fields(TASK_CLASSES[task])}
 
 
-def unit_float_list(text: str) -> list[float]:
-    """'0,0.25,1' -> [0.0, 0.25, 1.0]; every item a number in [0, 1]."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        values = [float(t) for t in items]
-    except ValueError:
-        values = []
-    if not values or not all(0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers in [0, 1], got {text!r}")
-    return values
+# every task setting that has a flag here (a task's other fields, e.g. filler_name, are set from these)
+TASK_FLAGS = sorted(set().union(*map(task_fields, TASK_CLASSES)) - {"filler_name", "haystack_name"} | {"n_depths"})
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{value} is not in [0, 1]")
+    return value
+
+
+# '0,0.25,1' -> [0.0, 0.25, 1.0]; an empty, malformed or out-of-range entry is an error naming it
+unit_float_list = list_of(unit_float, "numbers in [0, 1]")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=list(TASK_FLAGS), help="what to measure")
+    parser.add_argument("task", choices=list(TASK_CLASSES), help="what to measure")
     add_model_argument(parser)
     add_spec_arguments(parser)
     parser.add_argument("--output", default="results.jsonl", help="results file, appended (default: %(default)s)")
@@ -98,7 +94,7 @@ def _read_text(flag: str, path: Path) -> str:
     except IsADirectoryError:
         raise ValueError(f"{flag} {str(path)!r} is a directory; give a text file") from None
     except UnicodeDecodeError as err:
-        raise ValueError(f"{flag} {str(path)!r} is not UTF-8 text (invalid byte at offset {err.start})") from None
+        raise ValueError(f"{flag} {str(path)!r} is not UTF-8 text (invalid byte at offset {err.start}); give a UTF-8 text file") from None
     if not text.strip():
         raise ValueError(f"{flag} {str(path)!r} holds no text")
     return text
@@ -108,13 +104,13 @@ def _task_fields(args: argparse.Namespace) -> dict:
     """The task's constructor arguments from the flags; a flag the task does not read is an error."""
     from ropescale.evaluate.passkey import depth_grid
 
-    reads = TASK_FLAGS[args.task]
-    stray = [d for d in _ALL_TASK_FLAGS if getattr(args, d) is not None and d not in reads
+    reads = task_fields(args.task)
+    stray = [d for d in TASK_FLAGS if getattr(args, d) is not None and d not in reads
              and not (d == "n_depths" and "depths" in reads)]
     if stray:
         flags = ", ".join("--" + d.replace("_", "-") for d in stray)
         raise ValueError(f"{flags} do(es) not apply to `eval {args.task}`")
-    fields = {field: getattr(args, dest) for dest, field in reads.items() if getattr(args, dest) is not None}
+    fields = {name: getattr(args, name) for name in reads & set(TASK_FLAGS) if getattr(args, name) is not None}
     if args.n_depths is not None:
         fields["depths"] = depth_grid(args.n_depths)
     if "filler" in fields:
@@ -137,8 +133,8 @@ def _summary(rows) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ropescale.evaluate import TASK_CLASSES, ResultsFile, evaluate
-    from ropescale.evaluate.driver import load_config
+    from ropescale.evaluate import ResultsFile, evaluate
+    from ropescale.models import load_config
 
     task = TASK_CLASSES[args.task](**_task_fields(args))
     output = ResultsFile(args.output)

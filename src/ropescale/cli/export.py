@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
+
+from ropescale.cli.common import add_model_argument, positive_int
+from ropescale.export.hf import hf_config_keys, loading_note, needs_ropescale
+from ropescale.export.runtimes import gguf_arch, llamacpp_settings, vllm_settings
+from ropescale.io import write_json_atomic
+from ropescale.model_info import ModelInfo
+from ropescale.models import read_config_dict, resolve_model
 
 HELP = "print (or write as JSON) the transformers config keys, vLLM flags or llama.cpp flags for a checkpoint"
 
@@ -17,8 +25,6 @@ TARGETS = ("hf", "vllm", "llamacpp")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ropescale.cli.common import add_model_argument, positive_int
-
     add_model_argument(parser)
     parser.add_argument("--to", required=True, choices=TARGETS, help="runtime: " + ", ".join(TARGETS))
     parser.add_argument("--max-len", type=positive_int, default=None,
@@ -38,33 +44,21 @@ def default_max_len(spec, config: dict[str, Any]) -> int:
     return int(config["max_position_embeddings"])
 
 
-def _hf(spec, derived, config, max_len) -> dict[str, Any]:
-    from ropescale.export.hf import hf_config_keys, loading_note, needs_ropescale
-
-    keys = hf_config_keys(spec, derived["head_dim"], _text(config).get("model_type"))
+def _hf(spec, info: ModelInfo, max_len) -> dict[str, Any]:
+    keys = hf_config_keys(spec, info.head_dim, info.model_type)
     lossy = [loading_note(spec)] if needs_ropescale(spec) else []
     return {"config": keys, "lossy": lossy}
 
 
-def _vllm(spec, derived, config, max_len) -> dict[str, Any]:
-    from ropescale.export.runtimes import vllm_settings
-
-    return vllm_settings(spec, max_len, derived["head_dim"])
+def _vllm(spec, info: ModelInfo, max_len) -> dict[str, Any]:
+    return vllm_settings(spec, max_len, info.head_dim)
 
 
-def _llamacpp(spec, derived, config, max_len) -> dict[str, Any]:
-    from ropescale.export.runtimes import gguf_arch, llamacpp_settings
-
-    return llamacpp_settings(spec, max_len, derived["head_dim"], arch=gguf_arch(_text(config).get("model_type")))
+def _llamacpp(spec, info: ModelInfo, max_len) -> dict[str, Any]:
+    return llamacpp_settings(spec, max_len, info.head_dim, arch=gguf_arch(info.model_type))
 
 
 _EXPORTERS = {"hf": _hf, "vllm": _vllm, "llamacpp": _llamacpp}
-
-
-def _text(config: dict[str, Any]) -> dict[str, Any]:
-    from ropescale.cli.plan import _text_config
-
-    return _text_config(config)
 
 
 def _lines(target: str, model: str, settings: dict[str, Any]) -> list[str]:
@@ -81,43 +75,30 @@ def _lines(target: str, model: str, settings: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ropescale.cli.plan import derive
-    from ropescale.models import read_config_dict, resolve_model
-
     if args.write_config and args.to != "hf":
         raise ValueError("--write-config applies only to --to hf")
     config = read_config_dict(args.model)
-    derived = derive(config)
-    spec = derived["current"]
+    info = ModelInfo.from_config(config)
+    spec = info.rope
     max_len = args.max_len or default_max_len(spec, config)
-    settings = _EXPORTERS[args.to](spec, derived, config, max_len)
+    settings = _EXPORTERS[args.to](spec, info, max_len)
     result = {"target": args.to, "model": str(args.model or "embedded"), "spec": repr(spec), "max_len": max_len,
               **settings}
     print(f"{args.to}: {spec!r}, up to {max_len} tokens")
     print("\n".join(_lines(args.to, str(args.model or "embedded"), settings)))
     if args.output:
-        _write_json_atomic(args.output, result)
+        _write_output(args.output, result)
         print(f"wrote {args.output}")
     if args.write_config:
-        from pathlib import Path
-
         path = Path(resolve_model(args.model)) / "config.json"
-        _text(config).update(settings["config"])
-        _write_json_atomic(path, config)
+        info.config.update(settings["config"])
+        write_json_atomic(path, config)
         print(f"rewrote {path}")
     return 0
 
 
-def _write_json_atomic(path, data: dict[str, Any]) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
-
+def _write_output(path, data: dict[str, Any]) -> None:
     path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"--output {str(path)!r} is a directory; give a file path for the JSON")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data)

@@ -9,69 +9,22 @@ from __future__ import annotations
 
 import argparse
 
-from ropescale.cli.common import (add_model_argument, add_spec_arguments, finite_float, non_negative_int,
-                                  on_interrupt, positive_int)
+from ropescale.cli.args import add_fields, given_fields
+from ropescale.cli.common import on_interrupt
+from ropescale.train.config import FinetuneConfig
 
 HELP = "fine-tune a rescaled model at the target length (full, LoRA or PoSE; resumable; 1 CPU to N GPUs)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ropescale.train.config import SCHEDULES, TRACKERS
-
+    """The recipe, then one flag per FinetuneConfig field."""
     parser.add_argument("recipe", nargs="?", default=None, help="YAML recipe (keys = FinetuneConfig fields)")
-    add_model_argument(parser)
-    add_spec_arguments(parser)
-    parser.add_argument("--original-max-position-embeddings", type=positive_int, default=None,
-                        help="L0, the length the model was trained at (default: read from its config.json)")
-    parser.add_argument("--output", default=None, help="run directory: final checkpoint, loss.csv, checkpoints/")
-    parser.add_argument("--resume", action="store_true", default=None,
-                        help="continue the run in --output from its last checkpoint")
-    parser.add_argument("--overwrite", action="store_true", default=None,
-                        help="delete a previous run in --output and start again")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", default=None, help="'embedded' (default), a .txt/.jsonl file or folder, hf:NAME")
-    data.add_argument("--text-field", default=None, help="jsonl/dataset column holding the text (default: text)")
-    data.add_argument("--data-split", default=None, help="split of 'embedded' or hf: data (default: train)")
-    data.add_argument("--seq-len", type=positive_int, default=None,
-                      help="training sequence length (default: L0 x factor, the target length)")
-    data.add_argument("--passkey-share", type=finite_float, default=None,
-                      help="fraction of rows made of synthetic passkey documents, fillers from --data, scored on their "
-                           "answers only (default 0)")
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 200)")
-    opt.add_argument("--batch-size", type=positive_int, default=None, help="rows per process per micro-step (1)")
-    opt.add_argument("--grad-accum", type=positive_int, default=None, help="micro-steps per optimizer step (1)")
-    opt.add_argument("--lr", type=finite_float, default=None, help="peak learning rate (default 2e-5, YaRN)")
-    opt.add_argument("--weight-decay", type=finite_float, default=None, help="AdamW weight decay (default 0)")
-    opt.add_argument("--warmup-steps", type=non_negative_int, default=None, help="linear warmup steps (20)")
-    opt.add_argument("--schedule", choices=SCHEDULES, default=None, help="after warmup (default constant)")
-    opt.add_argument("--max-grad-norm", type=finite_float, default=None, help="clip gradients (1.0; 0 = off)")
-    opt.add_argument("--seed", type=int, default=None, help="seed of data order, PoSE and LoRA init (42)")
-    mem = parser.add_argument_group("memory")
-    mem.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
-                     default=None, help="keep activations instead of recomputing them (faster, more memory)")
-    mem.add_argument("--loss-chunk-size", type=positive_int, default=None,
-                     help="positions per output-layer chunk in the loss (default: 128 MiB of logits)")
-    strat = parser.add_argument_group("strategies")
-    strat.add_argument("--lora-rank", type=positive_int, default=None,
-                       help="LoRA on q,k,v,o with trainable embeddings and norms (LongLoRA); merged on save")
-    strat.add_argument("--lora-alpha", type=finite_float, default=None, help="LoRA alpha (default 2 x rank)")
-    strat.add_argument("--pose-window", type=positive_int, default=None,
-                       help="PoSE: train on windows of this many tokens with positions skipped over the target")
-    ck = parser.add_argument_group("checkpoints and reporting")
-    ck.add_argument("--save-every", type=positive_int, default=None, help="checkpoint every K steps")
-    ck.add_argument("--keep-checkpoints", type=positive_int, default=None, help="checkpoints kept (default 2)")
-    ck.add_argument("--report-to", choices=TRACKERS, default=None, help="also log to TensorBoard or W&B")
+    add_fields(parser, FinetuneConfig)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     """FinetuneConfig from the recipe (if any) with the flags that were given on top."""
-    import dataclasses
-
-    from ropescale.train.config import FinetuneConfig
-
-    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    overrides = given_fields(args, FinetuneConfig)
     if args.recipe is not None:
         return FinetuneConfig.from_yaml(args.recipe, **overrides)
     return FinetuneConfig.from_dict(overrides)

@@ -25,6 +25,8 @@ import threading
 import traceback
 from pathlib import Path
 
+from ropescale.cli.errors import as_flags, flags_of
+
 # sub-command name -> module under ropescale.cli; add a line here to add a command
 COMMANDS: dict[str, str] = {
     "methods": "methods",
@@ -54,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ropescale", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.commands = {}  # name -> its parser, for the flags an error message names
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"ropescale.cli.{module_name}")
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = parser.commands[name] = sub.add_parser(name, help=module.HELP, description=module.HELP)
         cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
@@ -109,10 +112,11 @@ def _catch_sigterm():
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("ROPESCALE_DEBUG") == "1"
-    args = None
+    args = parser = None
     previous = _catch_sigterm()
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
         if args.command is None:
             build_parser().print_help()
             return 2
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        flags = flags_of(parser.commands[args.command]) if args is not None and args.command else {}
+        print(f"error: {as_flags(_one_line(exc), flags)}", file=sys.stderr, flush=True)
         return 2
     except Exception as exc:  # a bug of ours, not the user's
         if debug:

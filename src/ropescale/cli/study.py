@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from ropescale.cli.common import add_model_argument, finite_float, int_list, positive_int
+from ropescale.cli.args import list_of
+from ropescale.cli.args import list_of
+from ropescale.cli.common import add_model_argument, finite_float, int_list, on_interrupt, positive_int, quiet_transformers
 
 HELP = "the whole comparison: training-free methods, equal-budget fine-tuning, evaluation, report.md (resumable)"
 
@@ -24,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factor", type=finite_float, default=None, help="scale factor s of every method (16)")
     parser.add_argument("--lengths", type=int_list, default=None,
                         help="comma-separated evaluation lengths (default: 1,2,4,8,16 × L0)")
-    parser.add_argument("--methods", default=None,
+    parser.add_argument("--methods", type=list_of(str, "method names"), default=None,
                         help="comma-separated training-free methods (default: linear,ntk,dynamic,yarn,dynamic-yarn)")
     parser.add_argument("--steps", type=positive_int, default=None, help="optimizer steps of every fine-tune run")
     parser.add_argument("--no-finetune", dest="no_finetune", action="store_true",
@@ -36,7 +38,7 @@ def config_from_args(args: argparse.Namespace):
 
     overrides = {"output": args.output, "model": args.model, "factor": args.factor, "lengths": args.lengths}
     if args.methods is not None:
-        overrides["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+        overrides["methods"] = args.methods
     if args.no_finetune:
         overrides["runs"] = []
     config = StudyConfig.from_yaml(args.recipe, **overrides) if args.recipe else StudyConfig.from_dict({}, **overrides)
@@ -48,7 +50,6 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ropescale.cli.common import on_interrupt, quiet_transformers
     from ropescale.study import run_study
 
     quiet_transformers()

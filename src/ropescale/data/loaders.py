@@ -31,9 +31,12 @@ def load_texts(source: str, text_field: str = "text", split: str = "train") -> l
         docs = _load_hf(source, text_field, split)
     else:
         docs = _load_path(source, text_field)
-    docs = [d for d in docs if d.text.strip()]
-    if not docs:
+    texts = [d for d in docs if d.text.strip()]
+    if any(d.text for d in docs) and not texts:
+        raise ValueError(f"source {source!r} holds only white space: an empty corpus")
+    if not texts:
         raise ValueError(f"source {source!r} is an empty corpus: it holds no text")
+    docs = texts
     return docs
 
 
@@ -56,7 +59,7 @@ def _load_file(path: Path, name: str, text_field: str) -> list[Document]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"file {str(path)!r} is not UTF-8 text (invalid byte at offset {err.start})") from None
+        raise ValueError(f"file {str(path)!r} is not UTF-8 text (invalid byte at offset {err.start}); the corpus must be UTF-8") from None
     if path.suffix == ".txt":
         return [Document(name=name, text=text)]
     lines = enumerate(text.splitlines(), start=1)

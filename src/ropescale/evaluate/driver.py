@@ -15,14 +15,19 @@ A task provides:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+from tqdm.auto import tqdm
+
+from ropescale import models
 from ropescale.evaluate.results import Result, ResultsFile, cell_key
+from ropescale.model_info import ModelInfo
+from ropescale.patch import apply
 
 
 @dataclass(frozen=True)
@@ -82,48 +87,13 @@ class Task(Protocol):
     def measure(self, model, tokenizer, cell: Cell) -> list[Measurement]: ...
 
 
-def rope_record(spec) -> dict:
-    """The spec as a plain dict (its set fields), for rows; `RopeSpec(**record)` rebuilds it."""
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(spec).items() if v is not None}
-
-
-def load_config(name: str | None):
-    """The transformers config of a model name (embedded, a directory, a Hub id), without loading weights."""
-    from transformers import AutoConfig
-
-    from ropescale.models import resolve_model
-    from ropescale.patch import register_rope_types
-
-    register_rope_types()  # a saved dynamic-yarn checkpoint names ropescale's own rope type
-    resolved = resolve_model(name)
-    try:
-        return AutoConfig.from_pretrained(resolved)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"--model {resolved!r}: could not read its config ({type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
-
-
 def make_subject(config, spec=None, label: str = "embedded", model_name: str | None = None,
                  dtype: str = "float32") -> Subject:
     """Who is measured: L0 and head_dim from the config as given, the rope from the spec or the config."""
-    from ropescale.patch import rope_config
-    from ropescale.patch.apply import head_dim_of
-    from ropescale.rope import RopeSpec
-
-    text = rope_config(config)
-    rope = spec if spec is not None else RopeSpec.from_hf(text)
-    return Subject(label=label, spec=spec, rope=rope, original_length=original_length(text),
-                   head_dim=head_dim_of(text), model_name=model_name, dtype=dtype)
-
-
-def original_length(config) -> int:
-    """L0: `original_max_position_embeddings` of an already scaled model, else `max_position_embeddings`
-    (the rule of `ropescale.patch.spec_for_model`)."""
-    from ropescale.patch import rope_config
-
-    text = rope_config(config)
-    return int(text.rope_parameters.get("original_max_position_embeddings") or text.max_position_embeddings)
+    info = ModelInfo.from_config(config)
+    return Subject(label=label, spec=spec, rope=spec if spec is not None else info.rope,
+                   original_length=info.original_max_position_embeddings, head_dim=info.head_dim,
+                   model_name=model_name, dtype=dtype)
 
 
 def _row_key(task: Task, subject: Subject, cell: Cell, settings: dict) -> tuple:
@@ -139,7 +109,7 @@ def remaining_cells(task: Task, subject: Subject, output: ResultsFile) -> list[C
 
 
 def row_settings(task: Task, subject: Subject) -> dict:
-    return {**task.settings(), "rope": rope_record(subject.rope), "dtype": subject.dtype}
+    return {**task.settings(), "rope": subject.rope.record(), "dtype": subject.dtype}
 
 
 def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile, spec=None,
@@ -153,18 +123,14 @@ def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile,
     `output` are skipped; when none remains the weights are not even loaded. on_cell(cell, rows) is called
     after each cell is written.
     """
-    from ropescale.models import load_model, load_tokenizer
-
     output = output if isinstance(output, ResultsFile) else ResultsFile(output)
     loaded = model is not None and not isinstance(model, (str, Path))
     if loaded and tokenizer is None:
         raise TypeError("evaluate(model=<loaded model>) needs tokenizer=")
     name = None if loaded else (None if model is None else str(model))
-    config = model.config if loaded else load_config(name)
+    config = model.config if loaded else models.load_config(name)
     if label is None:
         label = type(model).__name__ if loaded else (name or "embedded")
-    import torch
-
     weights = next(model.parameters()).dtype if loaded else (dtype or torch.float32)
     subject = make_subject(config, spec, label=label, model_name=name, dtype=str(weights).removeprefix("torch."))
 
@@ -172,23 +138,18 @@ def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile,
     if not todo:
         return []
     if not loaded:
-        tokenizer = load_tokenizer(name)
-        model = load_model(name, dtype=dtype, device=device)
+        tokenizer = models.load_tokenizer(name)
+        model = models.load_model(name, dtype=dtype, device=device)
     model.eval()
     with torch.no_grad():
         task.prepare(model, tokenizer, subject)
     if spec is not None:
-        from ropescale.patch import apply
-
         apply(model, spec)
     return _measure_cells(task, model, tokenizer, subject, todo, output, progress, on_cell)
 
 
 def _measure_cells(task: Task, model, tokenizer, subject: Subject, cells: Sequence[Cell], output: ResultsFile,
                    progress: bool, on_cell) -> list[Result]:
-    import torch
-    from tqdm.auto import tqdm
-
     settings = row_settings(task, subject)
     context = {"original_length": subject.original_length, "head_dim": subject.head_dim}
     written: list[Result] = []

@@ -27,8 +27,7 @@ import torch
 
 from ropescale.evaluate.decoding import batches, greedy, prefill
 from ropescale.evaluate.driver import Cell, Measurement, Subject
-from ropescale.evaluate.passkey import check_depths
-from ropescale.evaluate.perplexity import default_lengths
+from ropescale.evaluate.passkey import RetrievalGrid
 
 NEEDLE = "The secret ingredient of the duke's cake is a spoonful of honey."
 QUESTION = "What is the secret ingredient of the duke's cake? The secret ingredient of the duke's cake is"
@@ -84,13 +83,10 @@ def insertion_point(starts_in_window: list[int], n_hay: int, depth: float) -> in
 
 
 @dataclass
-class NeedleTask:
+class NeedleTask(RetrievalGrid):
     """Needle accuracy and F1 on lengths × depths, `trials` haystack offsets per cell."""
 
-    lengths: list[int] | None = None
-    depths: list[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
     trials: int = 5
-    seed: int = 0
     haystack: str | None = None  # haystack text; None: the held-out plays
     haystack_name: str = "embedded:eval"
     needle: str = NEEDLE
@@ -102,21 +98,15 @@ class NeedleTask:
     metrics = ("accuracy", "f1")
 
     def __post_init__(self) -> None:
-        self.depths = check_depths(list(self.depths))
-        if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        super().__post_init__()
         if not self.answer.strip() or normalize(self.answer) not in normalize(self.needle):
-            raise ValueError(f"--answer {self.answer!r} must occur in --needle {self.needle!r}")
+            raise ValueError(f"`answer` {self.answer!r} must occur in `needle` {self.needle!r}")
         if not self.question.strip():
-            raise ValueError("--question must not be empty")
+            raise ValueError("`question` must not be empty")
 
     def settings(self) -> dict:
         return {"trials": self.trials, "seed": self.seed, "haystack": self.haystack_name, "needle": self.needle,
                 "question": self.question, "answer": self.answer}
-
-    def cells(self, subject: Subject) -> list[Cell]:
-        lengths = self.lengths or default_lengths(subject.original_length)
-        return [Cell(n, d) for n in lengths for d in self.depths]
 
     def prepare(self, model, tokenizer, subject: Subject) -> None:
         from ropescale.data import load_texts
@@ -135,8 +125,8 @@ class NeedleTask:
     def _offsets(self, length: int, n_hay: int) -> list[int]:
         fits = [s for s in self._starts if s + n_hay <= len(self._hay)]
         if not fits:
-            raise ValueError(f"--lengths {length}: the haystack has {len(self._hay)} tokens, a prompt of this "
-                             f"length needs {n_hay}; give a longer --haystack or a shorter length")
+            raise ValueError(f"`lengths` {length}: the haystack has {len(self._hay)} tokens, a prompt of this "
+                             f"length needs {n_hay}; give a longer `haystack` or a shorter length")
         rng = random.Random(f"needle:{self.seed}:{length}")
         return [rng.choice(fits) for _ in range(self.trials)]
 
@@ -144,7 +134,7 @@ class NeedleTask:
         """Haystack tokens in a prompt of `length` positions (answer budget included)."""
         n_hay = length - self._n_new - len(self._prefix) - len(self._needle) - len(self._question)
         if n_hay < 1:
-            raise ValueError(f"--lengths {length} is too short for the needle prompt (needle, question and "
+            raise ValueError(f"`lengths` {length} is too short for the needle prompt (needle, question and "
                              f"answer take {length - n_hay} tokens)")
         return n_hay
 

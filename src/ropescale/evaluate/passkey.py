@@ -31,15 +31,28 @@ UNIFORM_BITS_PER_DIGIT = math.log2(10)
 def depth_grid(n: int) -> list[float]:
     """n depths evenly spread over [0, 1] (one depth: the middle)."""
     if n < 1:
-        raise ValueError(f"--n-depths must be >= 1, got {n}")
+        raise ValueError(f"`n_depths` must be >= 1, got {n}")
     return [round(i / (n - 1), 6) for i in range(n)] if n > 1 else [0.5]
 
 
 def check_depths(depths: list[float]) -> list[float]:
     bad = [d for d in depths if not 0.0 <= d <= 1.0]
     if bad or not depths:
-        raise ValueError(f"--depths must be numbers in [0, 1], got {depths}")
+        raise ValueError(f"`depths` must be numbers in [0, 1], got {depths}")
     return [float(d) for d in depths]
+
+
+def check_grid(depths, trials: int) -> list[float]:
+    """The depths of a retrieval task's grid as floats; ValueError naming the field for a bad depth or trial count."""
+    depths = check_depths(list(depths))
+    if trials < 1:
+        raise ValueError(f"`trials` must be >= 1, got {trials}")
+    return depths
+
+
+def grid_cells(lengths: list[int] | None, depths: list[float], subject: Subject) -> list[Cell]:
+    """Every (length, depth) cell; lengths default to 1..16 × L0."""
+    return [Cell(n, d) for n in (lengths or default_lengths(subject.original_length)) for d in depths]
 
 
 def cell_keys(seed: int, length: int, depth: float, n: int, digits: int) -> list[str]:
@@ -56,7 +69,7 @@ def cell_prompts(tokenizer, length: int, depth: float, keys: list[str], filler: 
             n_answer = len(passkey_prompt(tokenizer, length, depth, key, filler).answer_ids)
             prompts.append(passkey_prompt(tokenizer, length - n_answer, depth, key, filler))
     except ValueError as exc:
-        raise ValueError(f"--lengths {length}: {exc} (plus the answer)") from None
+        raise ValueError(f"`lengths` {length}: {exc} (plus the answer)") from None
     return prompts
 
 
@@ -102,13 +115,26 @@ def group_by_shape(prompts: list[PasskeyPrompt]) -> list[list[PasskeyPrompt]]:
 
 
 @dataclass
-class PasskeyTask:
-    """Passkey accuracy and key bits per digit on lengths × depths, `trials` keys per cell."""
+class RetrievalGrid:
+    """The grid of a retrieval task (passkey, needle): lengths (default 1..16 × L0) × depths in [0, 1], `trials`
+    prompts per cell drawn from `seed`."""
 
     lengths: list[int] | None = None
     depths: list[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
     trials: int = 10
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.depths = check_grid(self.depths, self.trials)
+
+    def cells(self, subject: Subject) -> list[Cell]:
+        return grid_cells(self.lengths, self.depths, subject)
+
+
+@dataclass
+class PasskeyTask(RetrievalGrid):
+    """Passkey accuracy and key bits per digit on lengths × depths, `trials` keys per cell."""
+
     digits: int = 5
     filler: str | None = None  # the filler text; None: the Landmark sentences
     filler_name: str = "landmark"  # how the filler is named in settings (e.g. its file path)
@@ -118,18 +144,12 @@ class PasskeyTask:
     metrics = ("accuracy", "key_bits_per_digit")
 
     def __post_init__(self) -> None:
-        self.depths = check_depths(list(self.depths))
-        if self.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {self.trials}")
+        super().__post_init__()
         if self.filler is not None and not self.filler.strip():
-            raise ValueError(f"--filler {self.filler_name!r} holds no text")
+            raise ValueError(f"`filler` {self.filler_name!r} holds no text")
 
     def settings(self) -> dict:
         return {"trials": self.trials, "seed": self.seed, "digits": self.digits, "filler": self.filler_name}
-
-    def cells(self, subject: Subject) -> list[Cell]:
-        lengths = self.lengths or default_lengths(subject.original_length)
-        return [Cell(n, d) for n in lengths for d in self.depths]
 
     def prepare(self, model, tokenizer, subject: Subject) -> None:
         pass

@@ -55,13 +55,13 @@ def check_window(n_stream: int, length: int, bos_id: int | None, stride: int | N
     """ValueError naming the length when a stream of `n_stream` tokens cannot fill one window of `length` (or the
     stride does not fit it); else the number of stream tokens per window."""
     if length < 2:
-        raise ValueError(f"--lengths: a perplexity window needs at least 2 tokens, got {length}")
+        raise ValueError(f"`lengths`: a perplexity window needs at least 2 tokens, got {length}")
     body = length - (bos_id is not None)
     if n_stream < body:
-        raise ValueError(f"--lengths {length}: the text has only {n_stream} tokens (EOS included), one window "
-                         f"needs {body}; give more text with --data or a shorter length")
+        raise ValueError(f"`lengths` {length}: the text has only {n_stream} tokens (EOS included), one window "
+                         f"needs {body}; give more text with `data` or a shorter length")
     if stride is not None and not 1 <= stride <= length - 1:
-        raise ValueError(f"--stride must lie in [1, length - 1] = [1, {length - 1}] for length {length}, "
+        raise ValueError(f"`stride` must lie in [1, length - 1] = [1, {length - 1}] for length {length}, "
                          f"got {stride}")
     return body
 
@@ -240,7 +240,7 @@ class PerplexityTask:
             self._stream = self._stream[: self.max_tokens]
             longest = max(c.length for c in self.cells(subject))
             if self.max_tokens < longest - (self._bos is not None):
-                raise ValueError(f"--max-tokens {self.max_tokens} is shorter than one window of length {longest}")
+                raise ValueError(f"`max_tokens` {self.max_tokens} is shorter than one window of length {longest}")
         for cell in self.cells(subject):  # fail before the first cell, not after hours of shorter ones
             check_window(len(self._stream), cell.length, self._bos, self.stride)
 

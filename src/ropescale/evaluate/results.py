@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TASKS = ("perplexity", "passkey", "needle", "short_context")
+from ropescale.io import append_lines, read_json_lines
+
+TASKS = ("perplexity", "passkey", "needle", "short-context")
+# names rows were written with before the CLI's name became the row's: read as the current name, so existing
+# results files still resume
+LEGACY_TASKS = {"short_context": "short-context"}
 
 # fields of a row and the JSON types they accept (None allowed where the tuple has type(None))
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -46,7 +51,7 @@ class Result:
 
     task: one of TASKS. metric: `nll` (nats/token), `perplexity`, `bits_per_byte` for perplexity; `accuracy`
     (in [0, 1]) and `key_bits_per_digit` for passkey; `accuracy` and `f1` for needle; `perplexity`,
-    `baseline_perplexity`, `relative_change` for short_context. depth: None where the task has no depth.
+    `baseline_perplexity`, `relative_change` for short-context. depth: None where the task has no depth.
     """
 
     model: str
@@ -61,6 +66,10 @@ class Result:
     timestamp: str = field(default_factory=now)
     settings: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task in LEGACY_TASKS:
+            object.__setattr__(self, "task", LEGACY_TASKS[self.task])  # frozen: normalised once, when built
 
     def cell_key(self) -> tuple:
         """What identifies the measurement this row belongs to (all its metrics share it)."""
@@ -81,7 +90,7 @@ class Result:
             value = record[name]
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise ValueError(f"field {name!r} has the wrong type ({type(value).__name__})")
-        if record["task"] not in TASKS:
+        if record["task"] not in TASKS and record["task"] not in LEGACY_TASKS:
             raise ValueError(f"task {record['task']!r} is not one of {', '.join(TASKS)}")
         return cls(**{name: record[name] for name in _FIELD_TYPES})
 
@@ -101,26 +110,7 @@ class ResultsFile:
     def read(self) -> list[Result]:
         """All rows in file order. A torn last line (no newline, not valid) is ignored; any other bad line raises
         ValueError naming the file and line number. A missing file is an OSError-derived FileNotFoundError."""
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        torn = lines[-1]  # empty when the file ends with a newline
-        rows = []
-        for number, line in enumerate(lines[:-1], start=1):
-            if line.strip():
-                rows.append(self._parse(line, number))
-        if torn.strip():
-            try:
-                rows.append(self._parse(torn, len(lines)))
-            except ValueError:
-                pass  # a write cut short by a kill: the cell it belonged to is simply not done
-        return rows
-
-    def _parse(self, line: bytes, number: int) -> Result:
-        try:
-            return Result.from_dict(json.loads(line.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise ValueError(f"results file {str(self.path)!r} line {number} is not a result row ({reason})") from None
+        return read_json_lines(self.path, Result.from_dict)
 
     def completed(self) -> dict[tuple, set[str]]:
         """cell key -> metrics present; a cell is done when every metric its task writes is present."""
@@ -133,26 +123,7 @@ class ResultsFile:
 
     def append(self, rows: Iterable[Result]) -> None:
         """Append rows (one cell's) in one write, then flush and fsync."""
-        text = "".join(row.to_json() + "\n" for row in rows)
-        if not text:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._cut_torn_line()
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def _cut_torn_line(self) -> None:
-        """Drop an unterminated last line (left by a kill mid-write) so the next row starts on its own line."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with open(self.path, "rb+") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) == b"\n":
-                return
-            data = handle.seek(0) or handle.read()
-            handle.truncate(data.rfind(b"\n") + 1)
+        append_lines(self.path, "".join(row.to_json() + "\n" for row in rows))
 
 
 def latest(rows: Iterable[Result]) -> list[Result]:

@@ -32,7 +32,7 @@ class ShortContextTask:
     batch_size: int = 1
     chunk_size: int | None = None
 
-    name = "short_context"
+    name = "short-context"
     metrics = ("perplexity", "baseline_perplexity", "relative_change")
 
     def settings(self) -> dict:
@@ -44,8 +44,8 @@ class ShortContextTask:
 
     def prepare(self, model, tokenizer, subject: Subject) -> None:
         if self.baseline_model is None and subject.spec is None:
-            raise ValueError("short-context compares against a baseline: give --method/--factor (the model without "
-                             "them is the baseline) or --baseline-model")
+            raise ValueError("short-context compares against a baseline: give a spec (`method`, `factor`: the model "
+                             "without it is the baseline) or `baseline_model`")
         self._inner = PerplexityTask([subject.original_length], self.data, self.split, self.text_field,
                                      max_windows=self.max_windows, batch_size=self.batch_size,
                                      chunk_size=self.chunk_size)
@@ -57,7 +57,7 @@ class ShortContextTask:
         from ropescale.models import load_model, load_tokenizer
 
         if load_tokenizer(self.baseline_model).get_vocab() != tokenizer.get_vocab():
-            raise ValueError(f"--baseline-model {self.baseline_model!r} has a different tokenizer; perplexities "
+            raise ValueError(f"`baseline_model` {self.baseline_model!r} has a different tokenizer; perplexities "
                              "per token compare only with the same vocabulary")
         parameter = next(model.parameters())
         baseline = load_model(self.baseline_model, dtype=parameter.dtype, device=parameter.device)

@@ -9,7 +9,6 @@ it from the extended `max_position_embeddings` (reference §1.4, "Gotcha").
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ropescale
+from ropescale.model_info import ModelInfo, text_config
+from ropescale.patch import CUSTOM_ROPE_TYPES
 from ropescale.rope import METHODS, RopeSpec
 
 # model types whose configs spell the legacy keys differently: transformers 5's GPTNeoXConfig takes θ and the
@@ -28,8 +30,6 @@ LEGACY_ALIASES: dict[str, dict[str, str]] = {
 
 def needs_ropescale(spec: RopeSpec) -> bool:
     """Whether loading a checkpoint of `spec` needs `import ropescale` (its rope type is not transformers')."""
-    from ropescale.patch.apply import CUSTOM_ROPE_TYPES
-
     return METHODS[spec.method].hf_type in CUSTOM_ROPE_TYPES
 
 
@@ -66,21 +66,16 @@ def hf_config_keys(spec: RopeSpec, head_dim: int, model_type: str | None = None,
     return keys
 
 
-def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
+def check_save_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
     """The output directory, if writing there is allowed: missing or empty, or non-empty with `overwrite`."""
     path = Path(output_dir).expanduser()
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--output {str(path)!r} is a file; give a directory path for the checkpoint")
+        raise ValueError(f"`output` {str(path)!r} is a file; give a directory path for the checkpoint")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise ValueError(f"--output {str(path)!r} exists and is not empty; pass --overwrite to replace it")
+        raise ValueError(f"`output` {str(path)!r} exists and is not empty; pass `overwrite` to replace it")
     if not path.parent.is_dir():
-        raise ValueError(f"--output {str(path)!r}: its parent directory {str(path.parent)!r} does not exist")
+        raise ValueError(f"`output` {str(path)!r}: its parent directory {str(path.parent)!r} does not exist")
     return path
-
-
-def _jsonable_spec(spec: RopeSpec) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()
-            if v is not None}
 
 
 def _readme(spec: RopeSpec, keys: dict[str, Any], provenance: dict[str, Any]) -> str:
@@ -109,15 +104,11 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
     beside `output_dir`, which then replaces it, so an interrupted save leaves the old directory (or none).
     A non-empty `output_dir` is refused unless `overwrite`.
     """
-    from ropescale.patch.apply import head_dim_of, rope_config
-
-    output = check_output_dir(output_dir, overwrite)
-    text = rope_config(model)
-    current = RopeSpec.from_hf({"rope_parameters": text.rope_parameters,
-                                "max_position_embeddings": text.max_position_embeddings})
-    if current != spec:
-        raise ValueError(f"the model's rope is {current!r}, not {spec!r}; call ropescale.apply(model, spec) first")
-    keys = hf_config_keys(spec, head_dim_of(text), getattr(text, "model_type", None), text.rope_parameters)
+    output = check_save_dir(output_dir, overwrite)
+    info = ModelInfo.from_config(model)
+    if info.rope != spec:
+        raise ValueError(f"the model's rope is {info.rope!r}, not {spec!r}; call ropescale.apply(model, spec) first")
+    keys = hf_config_keys(spec, info.head_dim, info.model_type, info.config.rope_parameters)
     provenance = dict(provenance or {})
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
@@ -125,14 +116,10 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-        target = config.get("text_config") if "text_config" in config and "rope_parameters" not in config \
-            else config
-        target.update(keys)
+        text_config(config).update(keys)
         _write_json(tmp / "config.json", config)
-        import ropescale
-
         _write_json(tmp / "ropescale.json", {
-            "ropescale_version": ropescale.__version__, "spec": _jsonable_spec(spec),
+            "ropescale_version": ropescale.__version__, "spec": spec.record(),
             "rope_parameters": keys["rope_parameters"], "max_position_embeddings": keys["max_position_embeddings"],
             "needs_ropescale": needs_ropescale(spec), "loading": loading_note(spec), **provenance})
         (tmp / "README.md").write_text(_readme(spec, keys, provenance), encoding="utf-8")

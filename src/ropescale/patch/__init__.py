@@ -1,16 +1,8 @@
 """Apply a RopeSpec to a transformers model in memory, through transformers' own extension points.
 
-Importing this package registers ropescale's own rope types (`dynamic_yarn`) with transformers.
+`import ropescale` registers ropescale's own rope types (`dynamic_yarn`) with transformers (`register_rope_types`).
 """
 
-from ropescale.patch.apply import (
-    apply,
-    install_dynamic_reset_hook,
-    register_rope_types,
-    rope_config,
-    spec_for_model,
-)
+from ropescale.patch.apply import CUSTOM_ROPE_TYPES, apply, install_dynamic_reset_hook, register_rope_types
 
-register_rope_types()
-
-__all__ = ["apply", "install_dynamic_reset_hook", "register_rope_types", "rope_config", "spec_for_model"]
+__all__ = ["CUSTOM_ROPE_TYPES", "apply", "install_dynamic_reset_hook", "register_rope_types"]

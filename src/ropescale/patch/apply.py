@@ -13,7 +13,8 @@ import dataclasses
 
 import torch
 
-from ropescale.rope import RopeSpec, frequencies, hf_init_function
+from ropescale.model_info import ModelInfo
+from ropescale.rope import METHODS, RopeSpec, frequencies, hf_init_function
 
 # rope types ropescale adds to transformers (name in config.json -> our method)
 CUSTOM_ROPE_TYPES = {"dynamic_yarn": "dynamic-yarn"}
@@ -26,47 +27,13 @@ ALLOWED_ROPE_TYPES: dict[str, tuple[str, ...]] = {"phi3": ("default", "longrope"
 def register_rope_types() -> None:
     """Make transformers understand ropescale's own rope types (idempotent).
 
-    Loading a dynamic-yarn checkpoint in plain transformers needs this one call (or `import ropescale.patch`).
+    `import ropescale` calls this once transformers' rope registry is imported (the only caller); loading a
+    dynamic-yarn checkpoint in plain transformers needs nothing else.
     """
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # heavy: only once transformers is in use
 
     for rope_type, method in CUSTOM_ROPE_TYPES.items():
         ROPE_INIT_FUNCTIONS.setdefault(rope_type, hf_init_function(method))
-
-
-def rope_config(model_or_config):
-    """The (text) config that carries `rope_parameters`; ValueError if the model has no usable RoPE."""
-    config = getattr(model_or_config, "config", model_or_config)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    rope = getattr(text, "rope_parameters", None)
-    model_type = getattr(config, "model_type", type(config).__name__)
-    if not isinstance(rope, dict) or not rope:
-        raise ValueError(f"model type {model_type!r} has no rotary position embedding (its config has no "
-                         "rope_parameters); ropescale extends RoPE models such as Llama, Mistral, Qwen, Gemma")
-    layer_types = set(getattr(text, "layer_types", None) or ())
-    if rope and all(isinstance(v, dict) for v in rope.values()) or (layer_types & set(rope)):
-        raise ValueError(f"model type {model_type!r} has a per-layer-type rope config ({', '.join(rope)}); "
-                         "ropescale does not rescale nested rope_parameters yet")
-    return text
-
-
-def head_dim_of(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def spec_for_model(model_or_config, method: str, factor: float = 1.0, **fields) -> RopeSpec:
-    """A spec for this model: θ, L0 and the partial rotary factor come from its config unless given.
-
-    L0 is the config's `original_max_position_embeddings` when the model was already scaled, else its
-    `max_position_embeddings`.
-    """
-    text = rope_config(model_or_config)
-    rope = text.rope_parameters
-    fields.setdefault("rope_theta", float(rope.get("rope_theta", 10000.0)))
-    fields.setdefault("original_max_position_embeddings",
-                      int(rope.get("original_max_position_embeddings") or text.max_position_embeddings))
-    fields.setdefault("partial_rotary_factor", float(rope.get("partial_rotary_factor", 1.0) or 1.0))
-    return RopeSpec(method=method, factor=factor, **fields)
 
 
 def _rotary_modules(model) -> list[torch.nn.Module]:
@@ -75,7 +42,7 @@ def _rotary_modules(model) -> list[torch.nn.Module]:
 
 
 def _init_function(module: torch.nn.Module):
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # loaded already: the module is a model's
 
     rope_type = module.config.rope_parameters["rope_type"]
     return module.compute_default_rope_parameters if rope_type == "default" else ROPE_INIT_FUNCTIONS[rope_type]
@@ -134,24 +101,20 @@ def install_dynamic_reset_hook(model) -> int:
     `apply()` and `ropescale.models.load_model()` do this; call it yourself after a plain `from_pretrained` of
     a `dynamic-yarn` checkpoint if the model will see a sequence shorter than L0 after a longer one.
     """
-    register_rope_types()
     modules = [m for m in _rotary_modules(model) if isinstance(m.rope_type, str) and "dynamic" in m.rope_type]
     for module in modules:
         _set_reset_hook(module)
     return len(modules)
 
 
-def _check_architecture_allows(text, spec: RopeSpec) -> None:
-    from ropescale.rope import METHODS
-
-    model_type = getattr(text, "model_type", None)
-    allowed = ALLOWED_ROPE_TYPES.get(model_type)
+def _check_architecture_allows(info: ModelInfo, spec: RopeSpec) -> None:
+    allowed = ALLOWED_ROPE_TYPES.get(info.model_type)
     hf_type = METHODS[spec.method].hf_type
     if allowed is not None and hf_type not in allowed:
         methods = [name for name, m in METHODS.items() if m.hf_type in allowed]
-        raise ValueError(f"model type {model_type!r} accepts only rope types {', '.join(allowed)} (transformers' "
-                         f"{type(text).__name__}); method {spec.method!r} is rope type {hf_type!r}: use "
-                         f"--method {' or '.join(methods)}")
+        raise ValueError(f"model type {info.model_type!r} accepts only rope types {', '.join(allowed)} (transformers' "
+                         f"{type(info.config).__name__}); method {spec.method!r} is rope type {hf_type!r}: use "
+                         f"`method` {' or '.join(methods)}")
 
 
 def apply(model, spec: RopeSpec):
@@ -161,25 +124,30 @@ def apply(model, spec: RopeSpec):
     """
     if not isinstance(spec, RopeSpec):
         raise TypeError(f"spec must be a ropescale.RopeSpec, got {type(spec).__name__}")
-    text = rope_config(model)
+    info = ModelInfo.from_config(model)
     modules = _rotary_modules(model)
     if not modules:
         raise ValueError(f"model {type(model).__name__} has no rotary embedding module that reads "
                          "config.rope_parameters; ropescale cannot patch it")
-    model_partial = float(text.rope_parameters.get("partial_rotary_factor", 1.0) or 1.0)
-    if spec.partial_rotary_factor == 1.0 and model_partial != 1.0:
-        spec = dataclasses.replace(spec, partial_rotary_factor=model_partial)
-    elif spec.partial_rotary_factor != model_partial:
+    if spec.partial_rotary_factor == 1.0 and info.partial_rotary_factor != 1.0:
+        spec = dataclasses.replace(spec, partial_rotary_factor=info.partial_rotary_factor)
+    elif spec.partial_rotary_factor != info.partial_rotary_factor:
         raise ValueError(f"partial_rotary_factor {spec.partial_rotary_factor} does not match the model's "
-                         f"{model_partial}")
-    head_dim = head_dim_of(text)
-    frequencies(spec, head_dim)  # validates head_dim and longrope list lengths against the model
+                         f"{info.partial_rotary_factor}")
+    frequencies(spec, info.head_dim)  # validates head_dim and longrope list lengths against the model
+    _check_architecture_allows(info, spec)
+    _rewrite_config(info, spec)
+    for module in modules:
+        _rebuild(module, info.config.max_position_embeddings)
+    return model
 
-    _check_architecture_allows(text, spec)
 
-    register_rope_types()
+def _rewrite_config(info: ModelInfo, spec: RopeSpec) -> None:
+    """The text config's rope_parameters and max_position_embeddings for `spec`, checked by the architecture's
+    own validate_rope (restored as they were when it refuses)."""
+    text = info.config
     old = (text.rope_parameters, text.max_position_embeddings)
-    params = spec.to_hf(head_dim)
+    params = spec.to_hf(info.head_dim)
     if "partial_rotary_factor" in old[0]:  # Phi3Config.validate_rope reads it even when it is 1.0
         params.setdefault("partial_rotary_factor", spec.partial_rotary_factor)
     text.rope_parameters = params
@@ -192,11 +160,8 @@ def apply(model, spec: RopeSpec):
             text.validate_rope()  # architecture-specific limits, e.g. Phi3 allows only default/longrope
     except (ValueError, KeyError) as exc:
         text.rope_parameters, text.max_position_embeddings = old
-        raise ValueError(f"model type {getattr(text, 'model_type', '?')!r} does not accept method "
-                         f"{spec.method!r}: transformers' validate_rope says {type(exc).__name__}: {exc}") from None
+        raise ValueError(f"model type {info.model_type or '?'!r} does not accept method {spec.method!r}: "
+                         f"transformers' validate_rope says {type(exc).__name__}: {exc}") from None
     if getattr(text, "original_max_position_embeddings", None) is not None and spec.original_max_position_embeddings:
         # Phi3 keeps L0 at the top level too, and transformers prefers that copy when it loads the config
         text.original_max_position_embeddings = spec.original_max_position_embeddings
-    for module in modules:
-        _rebuild(module, text.max_position_embeddings)
-    return model

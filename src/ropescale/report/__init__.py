@@ -7,25 +7,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from ropescale.io import write_text_atomic
+from ropescale.report import markdown, plots
 from ropescale.report.tables import EFFECTIVE_DEFINITION, effective_length, load_rows
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_report(results: Sequence[str | Path], output: str | Path, *,
@@ -38,11 +25,9 @@ def write_report(results: Sequence[str | Path], output: str | Path, *,
     rows (e.g. a study's current settings). title and preface (markdown lines) open report.md.
     Raises ValueError for a missing file, a corrupt line (named), or no rows.
     """
-    from ropescale.report import markdown, plots
-
     out = Path(output)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(output)!r} is a file; give a folder for the report")
+        raise ValueError(f"`output` {str(output)!r} is a file; give a folder for the report")
     rows = load_rows(results)
     if select is not None:
         rows = [r for r in rows if select(r)]
@@ -60,4 +45,4 @@ def write_report(results: Sequence[str | Path], output: str | Path, *,
     return figures + [report]
 
 
-__all__ = ["EFFECTIVE_DEFINITION", "effective_length", "load_rows", "write_report", "write_text_atomic"]
+__all__ = ["EFFECTIVE_DEFINITION", "effective_length", "load_rows", "write_report"]

@@ -35,11 +35,6 @@ def _length_table(rows, task: str, metric: str, digits: int, l0s: list[int], ext
     return _table(header, body)
 
 
-def _effective_cell(accuracy: dict[int, float]) -> str:
-    length = tables.effective_length(accuracy)
-    return f"<{min(accuracy)}" if length is None else str(length)
-
-
 def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str | None = None,
            preface: Sequence[str] = ()) -> str:
     """report.md: `title`, then `preface` (markdown lines, e.g. a study's headline table), then every task's
@@ -61,7 +56,7 @@ def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str 
         lines += ["## Passkey retrieval", "",
                   "Accuracy per length, averaged over depths (greedy decoding, exact match on the digits):", ""]
         lines += _length_table(rows, "passkey", "accuracy", 2, l0s,
-                               extra=("effective length", lambda k: _effective_cell(accuracy[k])))
+                               extra=("effective length", lambda k: tables.effective_cell(accuracy[k])))
         lines += ["", f"The {tables.EFFECTIVE_DEFINITION}.", "",
                   "Key bits per digit (teacher-forced NLL of the key's digit tokens / ln 2 / digits), averaged over "
                   f"depths; a model that ignores the key pays the uniform log2(10) = {UNIFORM_BITS_PER_DIGIT:.2f}:",
@@ -75,7 +70,7 @@ def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str 
         lines += ["", "Token-overlap F1 (SQuAD normalisation):", ""]
         lines += _length_table(rows, "needle", "f1", 2, l0s) + [""]
 
-    short = [r for r in rows if r.task == "short_context"]
+    short = [r for r in rows if r.task == "short-context"]
     if short:
         lines += ["## Short-context regression", "",
                   "Perplexity at L0 against the baseline (the model without the scaling, or --baseline-model):", ""]

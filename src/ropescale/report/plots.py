@@ -11,10 +11,9 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from ropescale.io import read_loss_csv, write_atomic
 from ropescale.report import tables
 
 
@@ -27,18 +26,9 @@ def _pyplot():
     return plt
 
 
-def save_atomic(fig, path: Path) -> Path:
-    """Save to a temporary file in the same folder, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+def save_png(fig, path: Path) -> Path:
+    """The figure as a PNG at `path`, written atomically."""
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 def _mark_l0(ax, l0s: list[int]) -> None:
@@ -99,7 +89,7 @@ def perplexity_figure(rows, path: Path) -> Path | None:
     axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), title="method")
     fig.tight_layout()
     try:
-        return save_atomic(fig, path)
+        return save_png(fig, path)
     finally:
         plt.close(fig)
 
@@ -138,7 +128,7 @@ def heatmap_figure(rows, task: str, path: Path) -> Path | None:
     fig.tight_layout()
     fig.colorbar(image, ax=axes.ravel().tolist(), label="accuracy", shrink=0.8)
     try:
-        return save_atomic(fig, path)
+        return save_png(fig, path)
     finally:
         plt.close(fig)
 
@@ -153,7 +143,7 @@ def _ropes(rows) -> dict[str, tuple]:
         if not isinstance(record, dict) or not head_dim:
             continue
         spec = RopeSpec(**record)
-        label = tables._base_label(r.model, spec.method, spec.factor, False)
+        label = tables.base_label(r.model, spec.method, spec.factor, False)
         out.setdefault(label, (spec, int(head_dim), int(r.extra.get("original_length", 0)) or None))
     return out
 
@@ -168,7 +158,7 @@ def scaling_figure(rows, path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     l0s = set()
-    for label, (spec, head_dim, l0) in sorted(ropes.items(), key=lambda item: tables._method_order(item[1][0].method)):
+    for label, (spec, head_dim, l0) in sorted(ropes.items(), key=lambda item: tables.method_order(item[1][0].method)):
         reference = RopeSpec("default", rope_theta=spec.rope_theta, partial_rotary_factor=spec.partial_rotary_factor)
         base, _ = frequencies(reference, head_dim)
         l0 = spec.original_max_position_embeddings or l0
@@ -190,25 +180,16 @@ def scaling_figure(rows, path: Path) -> Path | None:
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), title="method")
     fig.tight_layout()
     try:
-        return save_atomic(fig, path)
+        return save_png(fig, path)
     finally:
         plt.close(fig)
 
 
 def read_loss_curve(path: str | Path) -> tuple[list[float], list[float]]:
-    """(steps, losses) of a fine-tuning run's loss.csv (`ropescale.train.checkpoint.LOSS_COLUMNS`); ValueError
-    naming the file when it is missing or lacks the step/loss columns."""
-    import csv
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"loss curve {str(path)!r} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not {"step", "loss"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"loss curve {str(path)!r} has no step and loss columns")
-        points = [(float(r["step"]), float(r["loss"])) for r in reader if r.get("step") and r.get("loss")]
-    return [p[0] for p in points], [p[1] for p in points]
+    """(steps, losses) of a fine-tuning run's loss.csv; ValueError naming the file when it is missing or lacks the
+    step/loss columns."""
+    rows = read_loss_csv(path)
+    return [r["step"] for r in rows], [r["loss"] for r in rows]
 
 
 def loss_figure(curves, path: Path) -> Path | None:
@@ -236,6 +217,6 @@ def loss_figure(curves, path: Path) -> Path | None:
     ax.legend(fontsize=8, loc="upper right", title="run")
     fig.tight_layout()
     try:
-        return save_atomic(fig, path)
+        return save_png(fig, path)
     finally:
         plt.close(fig)

@@ -49,7 +49,7 @@ def _settings_without_rope(row: Result) -> dict:
     return {k: v for k, v in row.settings.items() if k != "rope"}
 
 
-def _base_label(model: str, method: str, factor: float, show_model: bool) -> str:
+def base_label(model: str, method: str, factor: float, show_model: bool) -> str:
     name = method if method == "default" and factor == 1 else f"{method} ×{factor:g}"
     return f"{model} · {name}" if show_model else name
 
@@ -68,17 +68,17 @@ def series_of(rows: Iterable[Result]) -> dict[tuple, Series]:
     out = {}
     for base, members in by_base.items():
         for key in members:
-            label = _base_label(*base, show_model)
+            label = base_label(*base, show_model)
             if len(members) > 1:  # name what differs between runs of the same configuration
                 mine = json.loads(key[3])
                 others = [json.loads(k[3]) for k in members if k != key]
                 diff = {k: v for k, v in mine.items() if any(o.get(k) != v for o in others)}
                 label += " (" + ", ".join(f"{k} {v}" for k, v in sorted(diff.items())) + ")"
             out[key] = Series(*key, label=label)
-    return dict(sorted(out.items(), key=lambda item: (item[0][0], _method_order(item[0][1]), item[0][2])))
+    return dict(sorted(out.items(), key=lambda item: (item[0][0], method_order(item[0][1]), item[0][2])))
 
 
-def _method_order(method: str) -> int:
+def method_order(method: str) -> int:
     from ropescale.rope import METHODS
 
     names = list(METHODS)
@@ -89,16 +89,24 @@ def series_key(row: Result) -> tuple:
     return (row.model, row.method, float(row.factor), json.dumps(_settings_without_rope(row), sort_keys=True))
 
 
-def by_length(rows: Iterable[Result], task: str, metric: str) -> dict[tuple, dict[int, float]]:
-    """series key -> {length: value}, averaging over depths weighted by each cell's n."""
-    sums: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
+def mean_by_length(rows: Iterable[Result], task: str, metric: str) -> dict[int, float]:
+    """{length: value} of one task's metric, averaged over depths weighted by each cell's n."""
+    sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
     for r in rows:
         if r.task == task and r.metric == metric:
-            acc = sums[series_key(r)][r.length]
+            acc = sums[r.length]
             acc[0] += r.value * r.n
             acc[1] += r.n
-    return {key: {length: s / n for length, (s, n) in sorted(cells.items()) if n}
-            for key, cells in sums.items()}
+    return {length: s / n for length, (s, n) in sorted(sums.items()) if n}
+
+
+def by_length(rows: Iterable[Result], task: str, metric: str) -> dict[tuple, dict[int, float]]:
+    """series key -> {length: value}, averaging over depths weighted by each cell's n."""
+    groups: dict[tuple, list[Result]] = defaultdict(list)
+    for r in rows:
+        if r.task == task and r.metric == metric:
+            groups[series_key(r)].append(r)
+    return {key: mean_by_length(group, task, metric) for key, group in groups.items()}
 
 
 def grid(rows: Iterable[Result], task: str, metric: str) -> dict[tuple, dict[tuple[int, float], float]]:
@@ -119,6 +127,12 @@ def effective_length(accuracy_by_length: dict[int, float], threshold: float = EF
             break
         best = length
     return best
+
+
+def effective_cell(accuracy_by_length: dict[int, float]) -> str:
+    """The effective length as a table cell: the length, or '<L' when the shortest length L already fails."""
+    length = effective_length(accuracy_by_length)
+    return f"<{min(accuracy_by_length)}" if length is None else str(length)
 
 
 def original_lengths(rows: Iterable[Result]) -> list[int]:

@@ -98,12 +98,33 @@ def _is_nested(rope: Mapping[str, Any]) -> bool:
     return bool(rope) and all(isinstance(v, Mapping) or v is None for v in rope.values())
 
 
-def _head_dim(config: Mapping[str, Any]) -> int | None:
-    if config.get("head_dim"):
-        return int(config["head_dim"])
-    if config.get("hidden_size") and config.get("num_attention_heads"):
-        return int(config["hidden_size"]) // int(config["num_attention_heads"])
+# ---------------------------------------------------------------- reading a config (dict or transformers object)
+
+
+def config_value(config: Any, key: str) -> Any:
+    """`config[key]` of a config.json dict or `config.key` of a transformers config; None when absent."""
+    return config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+
+
+def config_head_dim(config: Any) -> int | None:
+    """The config's `head_dim`, else hidden_size // num_attention_heads (as transformers computes it); None when
+    neither is there."""
+    if config_value(config, "head_dim"):
+        return int(config_value(config, "head_dim"))
+    if config_value(config, "hidden_size") and config_value(config, "num_attention_heads"):
+        return int(config_value(config, "hidden_size")) // int(config_value(config, "num_attention_heads"))
     return None
+
+
+def text_part(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A multimodal wrapper's `text_config` (the language model's, which carries the rope), else the config.
+
+    A dict is a wrapper when it has a `text_config` dict and no rope key of its own (Llava, Idefics); transformers
+    objects say it themselves (`get_text_config()`).
+    """
+    inner = config.get("text_config")
+    own = ("rope_parameters", "rope_scaling", "rope_theta")
+    return inner if isinstance(inner, Mapping) and not any(key in config for key in own) else config
 
 
 def _standardize(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -114,9 +135,8 @@ def _standardize(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     if _is_nested(config):
         raise ValueError(f"nested per-layer-type rope_parameters (keys {sorted(config)}, as in Gemma 3) are not "
                          "supported: ropescale scales one RoPE per model")
-    if "rope_parameters" not in config and "rope_scaling" not in config and "rope_theta" not in config \
-            and isinstance(config.get("text_config"), Mapping):
-        return _standardize(dict(config["text_config"]))  # multimodal wrapper: the language model's config
+    if text_part(config) is not config:
+        return _standardize(dict(text_part(config)))
     rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
     if not isinstance(rope, Mapping):
         raise ValueError(f"rope_parameters must be a dict, got {rope!r}")
@@ -174,7 +194,7 @@ def spec_from_hf(config: Any) -> RopeSpec:
         values["original_max_position_embeddings"] = int(l0)
     spec = RopeSpec(method=name, **values)
     if PREFIX + "method" in rope:
-        _check_equivalent_unchanged(spec, rope, _head_dim(full_config))
+        _check_equivalent_unchanged(spec, rope, config_head_dim(full_config))
     return spec
 
 
@@ -219,7 +239,7 @@ def hf_init_function(method: str) -> Callable[..., tuple[torch.Tensor, float]]:
                              "max_position_embeddings": getattr(config, "max_position_embeddings", None)})
         if spec.method != method:
             raise ValueError(f"this init function computes {method!r}, but the config describes {spec!r}")
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = config_head_dim(config)
         length = None if seq_len is None else int(seq_len)
         # from_pretrained builds the model under a meta default device, where frequencies()'s finiteness check
         # cannot read values: compute on the CPU, then hand back a tensor where transformers' own init

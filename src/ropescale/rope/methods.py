@@ -13,8 +13,8 @@ Adding a method: write one function `(spec, dim, seq_len) -> (inv_freq, attentio
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -283,6 +283,8 @@ class Method:
     hf_equivalent:  how that type reproduces it ("native", or the exact equivalent)
     extends_max_positions: config `max_position_embeddings` is L0·factor (True) or L0 (False); see
                     `RopeSpec.max_position_embeddings`
+    defaults:       values `ropescale.model_info.build_spec` gives fields that a base model cannot provide
+    hints:          field -> what to set it to, said when a required field is missing
     """
 
     name: str
@@ -293,6 +295,8 @@ class Method:
     hf_type: str
     hf_equivalent: str
     extends_max_positions: bool
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    hints: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def needs_original(self) -> bool:
@@ -319,10 +323,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            _YARN, (_L0,), "dynamic_yarn", "none: custom type dynamic_yarn (hf_init_function)", False),
     Method("llama3", llama3_rope, "Llama 3.1 wavelength bands with low/high frequency factors",
            ("factor", _L0, "low_freq_factor", "high_freq_factor"),
-           (_L0, "low_freq_factor", "high_freq_factor"), "llama3", "native", True),
+           (_L0, "low_freq_factor", "high_freq_factor"), "llama3", "native", True,
+           defaults={"low_freq_factor": 1.0, "high_freq_factor": 4.0},   # Llama 3.1's published values
+           hints={"low_freq_factor": "Llama 3.1: 1.0", "high_freq_factor": "Llama 3.1: 4.0"}),
     Method("longrope", longrope_rope, "searched per-frequency short/long factors + √(1+ln s/ln L0) scale",
            ("factor", _L0, "attention_factor", "short_factor", "long_factor"),
-           (_L0, "short_factor", "long_factor"), "longrope", "native", True),
+           (_L0, "short_factor", "long_factor"), "longrope", "native", True,
+           hints={"short_factor": "searched per-frequency factors, one per rotary pair",
+                  "long_factor": "searched per-frequency factors, one per rotary pair"}),
     Method("abf", abf_rope, "adjusted base frequency: a new θ (rope_theta is the new θ)",
            ("factor",), (), "default", "default with the new rope_theta", True),
 )}

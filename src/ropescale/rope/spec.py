@@ -15,6 +15,7 @@ _NUMBER_FIELDS = ("rope_theta", "factor", "partial_rotary_factor", "attention_fa
                   "mscale", "mscale_all_dim", "low_freq_factor", "high_freq_factor")
 _ALWAYS_SET = ("method", "rope_theta", "factor", "partial_rotary_factor")
 _SEQUENCE_FIELDS = ("short_factor", "long_factor")
+_FIELD_NOTES = {"original_max_position_embeddings": "the pretraining context length L0"}
 
 
 @dataclass(frozen=True, repr=False)
@@ -56,6 +57,12 @@ class RopeSpec:
             if value != field.default:
                 shown.append(f"{field.name}={value!r}")
         return f"RopeSpec({', '.join(shown)})"
+
+    def record(self) -> dict[str, Any]:
+        """The fields that are set, as a plain JSON-able dict (lists for tuples); `RopeSpec(**record)` rebuilds
+        the spec. Result rows and ropescale.json carry it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if v is not None}
 
     # ------------------------------------------------------------ transformers / runtimes
 
@@ -196,9 +203,8 @@ def _check_method_fields(spec: RopeSpec) -> None:
     method = METHODS[spec.method]
     for name in method.required:
         if getattr(spec, name) is None:
-            hint = {"original_max_position_embeddings": " (the pretraining context length L0)",
-                    "low_freq_factor": " (Llama 3.1: 1.0)", "high_freq_factor": " (Llama 3.1: 4.0)"}.get(name, "")
-            raise ValueError(f"RopeSpec.{name} is required for method {spec.method!r}{hint}")
+            hint = method.hints.get(name) or _FIELD_NOTES.get(name)
+            raise ValueError(f"RopeSpec.{name} is required for method {spec.method!r}" + (f" ({hint})" if hint else ""))
     # L0 is accepted by every method: it is the pretraining length, used by max_position_embeddings()
     allowed = set(method.parameters) | {"method", "rope_theta", "partial_rotary_factor",
                                          "original_max_position_embeddings"}

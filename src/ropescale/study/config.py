@@ -171,9 +171,9 @@ class StudyConfig:
 
     def finetune_config(self, run: FinetuneRun, output: str | Path | None = None, **flags):
         """The FinetuneConfig of one run: shared settings, then the run's own, then model/method/factor."""
-        from ropescale.train.config import FinetuneConfig, _yaml_floats
+        from ropescale.train.config import FinetuneConfig, yaml_floats
 
-        values = {**_yaml_floats(self.finetune), **_yaml_floats(run.settings), "model": self.model,
+        values = {**yaml_floats(self.finetune), **yaml_floats(run.settings), "model": self.model,
                   "method": run.method, "factor": float(self.factor),
                   "output": None if output is None else str(output), **flags}
         steps = values.get("steps", 200)
@@ -181,8 +181,8 @@ class StudyConfig:
             values["save_every"] = max(1, math.ceil(steps / 10))  # an interrupted study resumes from here
         try:
             return FinetuneConfig.from_dict(values)
-        except ValueError as exc:
-            raise ValueError(f"runs[{run.name}]: {exc}") from None
+        except ValueError as exc:  # the recipe's keys, not flags: said without the backticks fields carry
+            raise ValueError(f"runs[{run.name}]: {str(exc).replace('`', '')}") from None
 
     @property
     def label(self) -> str:

@@ -17,18 +17,33 @@ without is started again. A rerun of a finished study loads no model at all: it 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
+from ropescale.evaluate import PasskeyTask, PerplexityTask, ResultsFile, ShortContextTask, evaluate
+from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT, cell_prompts
+from ropescale.evaluate.perplexity import default_lengths
+from ropescale.evaluate.results import canonical
+
+from ropescale.io import write_json_atomic, write_text_atomic
+from ropescale.model_info import ModelInfo, build_spec
+from ropescale.models import load_config, load_tokenizer
+from ropescale.report import load_rows, write_report
 from ropescale.study.config import FinetuneRun, StudyConfig
-from ropescale.study.summary import Entry, collect, findings, headline_table, target_length
+from ropescale.study.summary import Entry, collect, evaluated_target_length, findings, headline_table
+from ropescale.train import loop
+from ropescale.train.checkpoint import checkpoint_dirs, read_state
+from ropescale.train.config import FinetuneConfig
 
 RESULTS = "results.jsonl"
 RUNS = "runs"
@@ -74,8 +89,6 @@ class Tasks:
 def passkey_lengths(tokenizer, lengths: list[int], depths) -> list[int]:
     """The lengths that hold a passkey prompt (the task line, the key line and the question need ~100 tokens;
     a tiny L0 may be shorter)."""
-    from ropescale.evaluate.passkey import cell_prompts
-
     def fits(length: int) -> bool:
         try:
             cell_prompts(tokenizer, length, depths[0], ["1" * 5], None)
@@ -87,8 +100,6 @@ def passkey_lengths(tokenizer, lengths: list[int], depths) -> list[int]:
 
 
 def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int], l0: int, bos: bool) -> Tasks:
-    from ropescale.evaluate import PasskeyTask, PerplexityTask, ShortContextTask
-
     e = config.eval
     text = {"data": e.data, "split": e.split, "text_field": e.text_field}
     # short-context scores exactly the perplexity grid's windows at L0: the first max_tokens tokens
@@ -107,12 +118,6 @@ def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int], l0: 
 
 # ------------------------------------------------------------------------------------------ entries
 
-def _spec(base_config, method: str, factor: float):
-    from ropescale.cli.common import spec_from_args
-
-    return spec_from_args(argparse.Namespace(method=method, factor=factor), base_config)
-
-
 def strategy_of(finetune_config) -> str:
     """How a run deviates from full fine-tuning on full-length rows, for its table row ("" when it does not)."""
     parts = []
@@ -125,12 +130,12 @@ def strategy_of(finetune_config) -> str:
     return ", ".join(parts)
 
 
-def training_free_targets(config: StudyConfig, base_config) -> list[Target]:
+def training_free_targets(config: StudyConfig, info: ModelInfo) -> list[Target]:
     base = Target(Entry("default (no scaling)", config.label, "default", 1.0, "baseline"), config.model, None,
                   config.label)
     out = [base]
     for method in config.methods:
-        spec = _spec(base_config, method, config.factor)
+        spec = build_spec(info, method, config.factor)
         out.append(Target(Entry(f"{method} ×{config.factor:g}", config.label, spec.method, float(spec.factor),
                                 "training-free"), config.model, spec, config.label))
     return out
@@ -153,11 +158,7 @@ def finetuned_target(config: StudyConfig, run: FinetuneRun, run_dir: Path, train
 
 
 def _rope_of(run_dir: Path):
-    from ropescale.evaluate.driver import load_config
-    from ropescale.patch import rope_config
-    from ropescale.rope import RopeSpec
-
-    return RopeSpec.from_hf(rope_config(load_config(str(run_dir))))
+    return ModelInfo.from_config(load_config(str(run_dir))).rope
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
@@ -165,8 +166,6 @@ def _rope_of(run_dir: Path):
 def settings_difference(saved: dict, wanted: dict) -> str | None:
     """A phrase naming the first setting that differs between a finished run and the recipe, or None. A key
     that a run saved by an older version lacks counts as its FinetuneConfig default."""
-    from ropescale.train.config import FinetuneConfig
-
     defaults = FinetuneConfig().to_dict()
     for key in sorted(set(saved) | set(wanted)):
         if key in NOT_IN_THE_WEIGHTS:
@@ -178,8 +177,6 @@ def settings_difference(saved: dict, wanted: dict) -> str | None:
 
 def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Callable[[str], None]) -> tuple[str, int]:
     """Train one run unless it is finished; returns (what happened, optimizer steps trained now)."""
-    from ropescale.train.checkpoint import checkpoint_dirs, read_state
-
     wanted = config.finetune_config(run, output=run_dir)
     done = run_dir / "training.json"
     if done.is_file():
@@ -187,12 +184,12 @@ def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Call
         diff = settings_difference(saved, wanted.to_dict())
         if diff:
             raise ValueError(f"fine-tune run {run.name!r} in {str(run_dir)!r} was trained with {diff}; delete that "
-                             "folder to train it again, or give the study another --output")
+                             "folder to train it again, or give the study another `output`")
         log(f"  {run.name}: finished earlier ({wanted.steps} steps), reused")
         return "reused", 0
     checkpoints = checkpoint_dirs(run_dir)
     if checkpoints:
-        start = read_state(checkpoints[-1])["step"]
+        start = read_state(checkpoints[-1]).step
         log(f"  {run.name}: resuming from step {start} of {wanted.steps}")
         status, flags = "resumed", {"resume": True}
     else:
@@ -205,19 +202,13 @@ def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Call
     if config.launcher:
         _launch(config.launcher, ft, run_dir)
     else:
-        from ropescale.train.loop import finetune
-
-        finetune(ft)
+        loop.finetune(ft)
     return status, wanted.steps - start
 
 
 def _launch(launcher: tuple[str, ...], ft, run_dir: Path) -> None:
     """`LAUNCHER -m ropescale finetune RECIPE --output DIR [--resume|--overwrite]` (torchrun, accelerate launch
     with an FSDP config...), from a recipe holding exactly this run's FinetuneConfig."""
-    import yaml
-
-    from ropescale.report import write_text_atomic
-
     values = {k: v for k, v in ft.to_dict().items() if k not in ("output", "resume", "overwrite")}
     recipe = write_text_atomic(run_dir.parent / f"{run_dir.name}.finetune.yaml",
                                f"# {' '.join(launcher)} -m ropescale finetune THIS --output {run_dir}\n"
@@ -234,8 +225,6 @@ def _launch(launcher: tuple[str, ...], ft, run_dir: Path) -> None:
 
 def evaluate_target(target: Target, tasks: list, results, device: str, dtype, progress: bool) -> int:
     """Every task on one model; returns the number of cells measured now (0 when all were in results)."""
-    from ropescale.evaluate import evaluate
-
     cells = 0
     for task in tasks:
         rows = evaluate(task, target.model, output=results, spec=target.spec, label=target.label, device=device,
@@ -246,6 +235,28 @@ def evaluate_target(target: Target, tasks: list, results, device: str, dtype, pr
 
 # ------------------------------------------------------------------------------------------ the study
 
+@dataclass
+class Study:
+    """What the stages of one study share: the recipe, where it writes, the grid and the models to evaluate."""
+
+    config: StudyConfig
+    out: Path
+    results: Any             # ResultsFile
+    l0: int
+    lengths: list[int]
+    tasks: Tasks
+    device: str
+    dtype: Any               # torch.dtype
+    progress: bool
+    log: Callable[[str], None]
+    free: list[Target]       # the base model and every training-free method
+    tuned: list[Target] = dataclasses.field(default_factory=list)   # filled by the fine-tune stage
+    report: Path | None = None
+
+    def evaluate(self, target: Target, tasks: list) -> int:
+        return evaluate_target(target, tasks, self.results, self.device, self.dtype, self.progress)
+
+
 def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
     """Run (or continue) the study into `config.output`; returns the path of its report.md.
 
@@ -253,28 +264,42 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     training.json), DIR/report.md with its PNGs, DIR/study.yaml (the recipe as run) and DIR/study.json (what this
     invocation did: cells measured and steps trained per stage, seconds).
     """
-    import torch
-    import yaml
+    study = open_study(config, progress, log or (lambda line: print(line, flush=True)))
+    started = time.perf_counter()
+    plan = stages(study)
+    tallies = []
+    for index, (name, text, work) in enumerate(plan, start=1):
+        study.log(f"[{index}/{len(plan)}] {name}: {text}")
+        with timed(Tally(name)) as tally:
+            work(study, tally)
+        tallies.append(tally)
+    write_json_atomic(study.out / STUDY_RECORD, {
+        "l0": study.l0, "lengths": study.lengths, "factor": config.factor,
+        "target_length": evaluated_target_length(study.lengths, study.l0, config.factor),
+        "seconds": round(time.perf_counter() - started, 3), "report": str(study.report),
+        "stages": [dataclasses.asdict(t) for t in tallies]}, sort_keys=True)
+    measured = sum(t.cells_measured for t in tallies)
+    trained = sum(t.steps_trained for t in tallies)
+    study.log(f"done in {time.perf_counter() - started:.0f} s: {measured} evaluation cells measured and {trained} "
+              f"fine-tuning steps trained in this run (the rest reused from {study.out})")
+    study.log(f"report: {study.report}")
+    return study.report
 
-    from ropescale.evaluate import ResultsFile
-    from ropescale.evaluate.driver import load_config, original_length
-    from ropescale.evaluate.perplexity import default_lengths
-    from ropescale.report import write_text_atomic
 
-    log = log or (lambda line: print(line, flush=True))
+def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None]) -> Study:
+    """Check the output folder and the results file, read the model's L0, build the tasks and every training-free
+    spec (so that a bad recipe fails before any work), and record the recipe as DIR/study.yaml."""
     if not config.output:
-        raise ValueError("--output is required: the folder for results.jsonl, the fine-tuned runs and the report")
+        raise ValueError("`output` is required: the folder for results.jsonl, the fine-tuned runs and the report")
     out = Path(config.output).expanduser()
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {str(out)!r} is a file; give a folder")
+        raise ValueError(f"`output` {str(out)!r} is a file; give a folder for the study")
     results = ResultsFile(out / RESULTS)
     if results.path.exists():
         results.read()   # a corrupt results file fails now, naming its line, not after the first stage
-    base_config = load_config(config.model)
-    l0 = original_length(base_config)
+    info = ModelInfo.from_config(load_config(config.model))
+    l0 = info.original_max_position_embeddings
     lengths = list(config.lengths or default_lengths(l0))
-    from ropescale.models import load_tokenizer
-
     tokenizer = load_tokenizer(config.model)
     keyed = passkey_lengths(tokenizer, lengths, config.eval.passkey_depths)
     if not keyed:
@@ -283,77 +308,64 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
         log(f"passkey at {', '.join(map(str, keyed))} only: shorter lengths cannot hold the prompt")
     tasks = make_tasks(config, lengths, keyed, l0, tokenizer.bos_token_id is not None)
     device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, config.eval.dtype)
-    free = training_free_targets(config, base_config)   # specs are built (and checked) before any work
+    free = training_free_targets(config, info)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "study.yaml", f"# ropescale study {out / 'study.yaml'} --output {out}\n"
                       + yaml.safe_dump(_plain(config.to_dict() | {"output": None}), sort_keys=False))
+    return Study(config, out, results, l0, lengths, tasks, device, getattr(torch, config.eval.dtype), progress, log,
+                 free)
 
-    started = time.perf_counter()
-    tallies: list[Tally] = []
-    n_stages = 5 if config.runs else 3
-    grid = f"{', '.join(map(str, lengths))} tokens (L0 = {l0})"
 
-    def stage(index: int, name: str, text: str) -> Tally:
-        log(f"[{index}/{n_stages}] {name}: {text}")
-        tallies.append(Tally(name))
-        return tallies[-1]
+@contextmanager
+def timed(tally: Tally):
+    """Time the work done inside into `tally.seconds`."""
+    start = time.perf_counter()
+    yield tally
+    tally.seconds = round(time.perf_counter() - start, 3)
 
-    def timed(tally: Tally, t0: float) -> None:
-        tally.seconds = round(time.perf_counter() - t0, 3)
 
-    t0, tally = time.perf_counter(), stage(1, "baseline", f"{free[0].entry.name}, perplexity + passkey at {grid}")
-    tally.cells_measured = evaluate_target(free[0], [tasks.perplexity, tasks.passkey], results, device, dtype,
-                                           progress)
-    timed(tally, t0)
-
-    t0 = time.perf_counter()
-    tally = stage(2, "training-free", f"{', '.join(config.methods) or 'no method'} ×{config.factor:g} at {grid}")
-    for target in free[1:]:
-        tally.cells_measured += evaluate_target(target, [tasks.perplexity, tasks.passkey], results, device, dtype,
-                                                progress)
-    timed(tally, t0)
-
-    tuned: list[Target] = []
+def stages(study: Study) -> list[tuple[str, str, Callable[[Study, Tally], None]]]:
+    """The study's plan: (name, what it does, the work) per stage; fine-tuning only when the recipe has runs."""
+    config, grid = study.config, f"{', '.join(map(str, study.lengths))} tokens (L0 = {study.l0})"
+    plan = [("baseline", f"{study.free[0].entry.name}, perplexity + passkey at {grid}", _baseline),
+            ("training-free", f"{', '.join(config.methods) or 'no method'} ×{config.factor:g} at {grid}",
+             _training_free)]
     if config.runs:
-        t0 = time.perf_counter()
-        tally = stage(3, "fine-tune", f"{', '.join(r.name for r in config.runs)} ×{config.factor:g}, "
-                      f"{config.finetune_config(config.runs[0]).steps} steps each, into {out / RUNS}")
-        for run in config.runs:
-            run_dir = out / RUNS / run.name
-            status, steps = finetune_run(config, run, run_dir, log)
-            tally.runs[run.name], tally.steps_trained = status, tally.steps_trained + steps
-            training = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
-            tuned.append(finetuned_target(config, run, run_dir, training))
-        timed(tally, t0)
+        plan += [("fine-tune", f"{', '.join(r.name for r in config.runs)} ×{config.factor:g}, "
+                  f"{config.finetune_config(config.runs[0]).steps} steps each, into {study.out / RUNS}", _finetune),
+                 ("fine-tuned", f"each run at {grid}, and perplexity at L0 against the base model", _finetuned)]
+    return plan + [("report", f"report.md and figures in {study.out}", _report)]
 
-        t0 = time.perf_counter()
-        tally = stage(4, "fine-tuned", f"each run at {grid}, and perplexity at L0 against the base model")
-        for target in tuned:
-            tally.cells_measured += evaluate_target(
-                target, [tasks.perplexity, tasks.passkey, tasks.short_context], results, device, dtype, progress)
-        timed(tally, t0)
 
-    t0 = time.perf_counter()
-    tally = stage(n_stages, "report", f"report.md and figures in {out}")
-    targets = free + tuned
-    report = write_study_report(out, [t.entry for t in targets], tasks, config, lengths, l0,
-                                {t.entry.name: out / RUNS / r.name / "loss.csv" for t, r in zip(tuned, config.runs)})
-    timed(tally, t0)
+def _baseline(study: Study, tally: Tally) -> None:
+    tally.cells_measured = study.evaluate(study.free[0], [study.tasks.perplexity, study.tasks.passkey])
 
-    from ropescale.train.checkpoint import write_json
 
-    write_json(out / STUDY_RECORD, {
-        "l0": l0, "lengths": lengths, "factor": config.factor, "target_length": target_length(lengths, l0,
-                                                                                             config.factor),
-        "seconds": round(time.perf_counter() - started, 3), "report": str(report),
-        "stages": [dataclasses.asdict(t) for t in tallies]})
-    measured = sum(t.cells_measured for t in tallies)
-    trained = sum(t.steps_trained for t in tallies)
-    log(f"done in {time.perf_counter() - started:.0f} s: {measured} evaluation cells measured and {trained} "
-        f"fine-tuning steps trained in this run (the rest reused from {out})")
-    log(f"report: {report}")
-    return report
+def _training_free(study: Study, tally: Tally) -> None:
+    for target in study.free[1:]:
+        tally.cells_measured += study.evaluate(target, [study.tasks.perplexity, study.tasks.passkey])
+
+
+def _finetune(study: Study, tally: Tally) -> None:
+    for run in study.config.runs:
+        run_dir = study.out / RUNS / run.name
+        status, steps = finetune_run(study.config, run, run_dir, study.log)
+        tally.runs[run.name], tally.steps_trained = status, tally.steps_trained + steps
+        training = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
+        study.tuned.append(finetuned_target(study.config, run, run_dir, training))
+
+
+def _finetuned(study: Study, tally: Tally) -> None:
+    tasks = study.tasks
+    for target in study.tuned:
+        tally.cells_measured += study.evaluate(target, [tasks.perplexity, tasks.passkey, tasks.short_context])
+
+
+def _report(study: Study, tally: Tally) -> None:
+    out, targets = study.out, study.free + study.tuned
+    curves = {t.entry.name: out / RUNS / r.name / "loss.csv" for t, r in zip(study.tuned, study.config.runs)}
+    study.report = write_study_report(out, [t.entry for t in targets], study.tasks, study.config, study.lengths,
+                                      study.l0, curves)
 
 
 def _plain(value):
@@ -368,11 +380,6 @@ def _plain(value):
 def write_study_report(out: Path, entries: list[Entry], tasks: Tasks, config: StudyConfig, lengths: list[int],
                        l0: int, loss_curves: dict[str, Path]) -> Path:
     """report.md that opens with the headline table and the findings, then every task's tables and figures."""
-    from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT
-    from ropescale.evaluate.results import canonical
-    from ropescale.report import write_report
-    from ropescale.report.tables import load_rows
-
     expected = {task: canonical(s) for task, s in tasks.settings().items()}
 
     def current(row) -> bool:   # rows of this study's models, measured with this recipe's settings
@@ -392,7 +399,7 @@ def write_study_report(out: Path, entries: list[Entry], tasks: Tasks, config: St
         "clock of the run.",
         "", "## Findings", "", *findings(entries, numbers, lengths, l0, config.factor), "", "---", ""]
     title = (f"ropescale study: {config.label}, L0 = {l0} → ×{config.factor:g} "
-             f"({target_length(lengths, l0, config.factor)} tokens)")
+             f"({evaluated_target_length(lengths, l0, config.factor)} tokens)")
     curves = {name: path for name, path in loss_curves.items() if path.is_file()}
     paths = write_report([out / RESULTS], out, loss_curves=curves, select=current, title=title, preface=preface)
     return next(p for p in paths if p.name == "report.md")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ropescale.evaluate.results import Result
-from ropescale.report.tables import EFFECTIVE_THRESHOLD, effective_length
+from ropescale.report.tables import EFFECTIVE_THRESHOLD, effective_cell, effective_length, mean_by_length
 
 KINDS = ("baseline", "training-free", "fine-tuned")
 
@@ -54,24 +54,14 @@ def collect(rows: Iterable[Result], entries: Sequence[Entry]) -> dict[str, Numbe
     out = {}
     for entry in entries:
         mine = [r for r in rows if entry.owns(r)]
-        numbers = Numbers(bits_per_byte=_by_length(mine, "perplexity", "bits_per_byte"),
-                          perplexity=_by_length(mine, "perplexity", "perplexity"),
-                          passkey=_by_length(mine, "passkey", "accuracy"),
-                          key_bits=_by_length(mine, "passkey", "key_bits_per_digit"))
-        change = [r.value for r in mine if r.task == "short_context" and r.metric == "relative_change"]
+        numbers = Numbers(bits_per_byte=mean_by_length(mine, "perplexity", "bits_per_byte"),
+                          perplexity=mean_by_length(mine, "perplexity", "perplexity"),
+                          passkey=mean_by_length(mine, "passkey", "accuracy"),
+                          key_bits=mean_by_length(mine, "passkey", "key_bits_per_digit"))
+        change = [r.value for r in mine if r.task == "short-context" and r.metric == "relative_change"]
         numbers.short_context_change = change[-1] if change else None
         out[entry.name] = numbers
     return out
-
-
-def _by_length(rows: Sequence[Result], task: str, metric: str) -> dict[int, float]:
-    sums: dict[int, list[float]] = {}
-    for r in rows:
-        if r.task == task and r.metric == metric:
-            acc = sums.setdefault(r.length, [0.0, 0])
-            acc[0] += r.value * r.n
-            acc[1] += r.n
-    return {n: s / k for n, (s, k) in sorted(sums.items()) if k}
 
 
 # ------------------------------------------------------------------------------------------ formatting
@@ -126,8 +116,7 @@ def headline_table(entries: Sequence[Entry], numbers: dict[str, Numbers], length
             cells.append(f"**{text}**" if value is not None and best[n] is not None and value == best[n] else text)
         passkey = sum(num.passkey.values()) / len(num.passkey) if num.passkey else None
         key_bits = sum(num.key_bits.values()) / len(num.key_bits) if num.key_bits else None
-        effective = num.effective_length
-        eff = "" if not num.passkey else (f"<{min(num.passkey)}" if effective is None else str(effective))
+        eff = effective_cell(num.passkey) if num.passkey else ""
         lines.append("| " + " | ".join([e.name, *cells, _num(passkey, 2), _num(key_bits, 2), eff,
                                         "" if e.steps is None else str(e.steps), _duration(e.seconds)]) + " |")
     return lines
@@ -135,7 +124,7 @@ def headline_table(entries: Sequence[Entry], numbers: dict[str, Numbers], length
 
 # ------------------------------------------------------------------------------------------ findings
 
-def target_length(lengths: Sequence[int], l0: int, factor: float) -> int:
+def evaluated_target_length(lengths: Sequence[int], l0: int, factor: float) -> int:
     """The target length factor·L0 when it was evaluated, else the longest evaluated length."""
     target = int(round(factor * l0))
     return target if target in lengths else max(lengths)
@@ -187,11 +176,7 @@ def finding_passkey(entries, numbers, kind: str, label: str) -> str | None:
               and numbers[e.name].passkey]
     if not chosen:
         return None
-    parts = []
-    for e in chosen:
-        num = numbers[e.name]
-        effective = num.effective_length
-        parts.append(f"{e.name} {'<' + str(min(num.passkey)) if effective is None else effective}")
+    parts = [f"{e.name} {effective_cell(numbers[e.name].passkey)}" for e in chosen]
     text = (f"**Passkey {label}**: effective length (accuracy ≥ {EFFECTIVE_THRESHOLD:.0%} at every length up to "
             f"it) {', '.join(parts)}")
     longest = max(numbers[e.name].effective_length or 0 for e in chosen)
@@ -203,7 +188,7 @@ def finding_passkey(entries, numbers, kind: str, label: str) -> str | None:
 
 def finding_finetuned(entries, numbers, lengths, l0, factor) -> str | None:
     """Fine-tuned runs at the target length: the ranking, yarn against linear, and the gain over training-free."""
-    target = target_length(lengths, l0, factor)
+    target = evaluated_target_length(lengths, l0, factor)
     tuned = _at(entries, numbers, target, "fine-tuned")
     if not tuned:
         return None

@@ -15,12 +15,16 @@ while saving leaves either the previous checkpoint or the new one, never half of
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ropescale.io import write_csv_atomic, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -49,32 +53,32 @@ def checkpoint_dirs(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def check_output_dir(output: Path, resume: bool, overwrite: bool) -> Path | None:
+def check_run_dir(output: Path, resume: bool, overwrite: bool) -> Path | None:
     """Validate --output for this run; return the checkpoint to resume from (None for a fresh run).
 
     Read-only, so every process may call it; `clear_output_dir` does the deleting, on the main process.
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {str(output)!r} is a file; give a directory")
+        raise ValueError(f"`output` {str(output)!r} is a file; give a directory for the run")
     if resume:
         found = checkpoint_dirs(output)
         if not found:
-            raise ValueError(f"--resume: {str(output)!r} has no checkpoint ({CHECKPOINTS}/step-*); start without "
-                             "--resume, and pass --save-every N to write checkpoints")
+            raise ValueError(f"`resume`: {str(output)!r} has no checkpoint ({CHECKPOINTS}/step-*); start without "
+                             "`resume`, and pass `save_every` N to write checkpoints")
         return found[-1]
     entries = list(output.iterdir()) if output.is_dir() else []
     if entries and not overwrite:
-        raise ValueError(f"--output {str(output)!r} is not empty; pass --resume to continue its run or "
-                         "--overwrite to start it again")
+        raise ValueError(f"`output` {str(output)!r} is not empty; pass `resume` to continue its run or "
+                         "`overwrite` to start it again")
     if entries and not any((output / name).exists() for name in RUN_MARKERS):
-        raise ValueError(f"--overwrite: {str(output)!r} holds files that no ropescale run wrote; "
-                         "refusing to delete them, choose another --output")
+        raise ValueError(f"`overwrite`: {str(output)!r} holds files that no ropescale run wrote; "
+                         "refusing to delete them, choose another `output`")
     return None
 
 
 def clear_output_dir(output: Path) -> None:
-    """Delete a previous run in `output` (after `check_output_dir` allowed it) and recreate it empty."""
+    """Delete a previous run in `output` (after `check_run_dir` allowed it) and recreate it empty."""
     output = Path(output)
     if output.is_dir() and any(output.iterdir()):
         shutil.rmtree(output)
@@ -94,16 +98,34 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def read_state(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+@dataclass
+class TrainerState:
+    """Where a run is, saved in every checkpoint as trainer_state.json (next to accelerate's model, optimizer,
+    scheduler and RNG states): the optimizer steps done, the samples and tokens they consumed, the seconds they
+    took, the last step's loss, and the fingerprint of the run (what must not change on resume)."""
+
+    step: int
+    samples_seen: int
+    tokens: int
+    elapsed_s: float
+    loss: float
+    fingerprint: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainerState:
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
 
 
-def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def read_state(checkpoint: Path) -> TrainerState:
+    return TrainerState.from_dict(json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8")))
+
+
+def save_checkpoint(accelerator, output: Path, state: TrainerState, keep: int) -> Path:
     """accelerate `save_state` into a temporary directory, then rename it to `checkpoints/step-N`; keep the last
     `keep`. Every process must call it (each writes its own RNG state)."""
     root = Path(output) / CHECKPOINTS
-    final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}"
+    final = root / f"step-{state.step:07d}"
+    tmp = root / f".tmp-step-{state.step:07d}"
     if accelerator.is_main_process:
         for stale in root.glob(".tmp-step-*"):   # left by a run killed while saving; never a checkpoint
             shutil.rmtree(stale, ignore_errors=True)
@@ -112,7 +134,7 @@ def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any],
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / STATE_FILE, state)
+        write_json_atomic(tmp / STATE_FILE, dataclasses.asdict(state), sort_keys=True)
         if final.exists():  # os.replace cannot replace a non-empty directory
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -120,14 +142,6 @@ def save_checkpoint(accelerator, output: Path, step: int, state: dict[str, Any],
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file, then os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class LossLog:
@@ -150,11 +164,7 @@ class LossLog:
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
         whole = [r for r in rows[1:] if len(r) == len(LOSS_COLUMNS) and r[0].isdigit() and r[-1]]
-        kept = [list(LOSS_COLUMNS)] + [r for r in whole if int(r[0]) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(kept)
-        os.replace(tmp, self.path)
+        write_csv_atomic(self.path, [list(LOSS_COLUMNS)] + [r for r in whole if int(r[0]) <= step])
 
     def write(self, row: dict[str, Any]) -> None:
         self._writer.writerow([row[c] for c in LOSS_COLUMNS])
@@ -163,8 +173,3 @@ class LossLog:
     def close(self) -> None:
         self._file.close()
 
-
-def read_loss_csv(path: Path) -> list[dict[str, float]]:
-    """loss.csv as a list of dicts of floats (for tests and reports)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -10,15 +10,17 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ropescale.model_info import SPEC_KNOBS, check_needs_method
+from ropescale.rope import METHODS
+from ropescale.settings import knob, setting
 
 SCHEDULES = ("constant", "linear", "cosine")
 TRACKERS = ("tensorboard", "wandb")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-SPEC_FIELDS = ("rope_theta", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor",
-               "original_max_position_embeddings")
 TRAINABLE_WITH_LORA = ("embed", "norm")   # LongLoRA §3.3: plain LoRA fails at long context; these fix it
 
 
@@ -26,52 +28,57 @@ TRAINABLE_WITH_LORA = ("embed", "norm")   # LongLoRA §3.3: plain LoRA fails at 
 class FinetuneConfig:
     """Settings of `ropescale.train.finetune`. Defaults follow the YaRN paper (§4.1) for a real model."""
 
-    output: str | None = None                 # run directory: final checkpoint, loss.csv, training.json, checkpoints/
-    model: str | None = None                  # checkpoint dir or Hub id; None = the embedded model
-    # RoPE scaling (as `ropescale.cli.common.add_spec_arguments`); method None trains the model as it is saved
-    method: str | None = None
-    factor: float | None = None
-    rope_theta: float | None = None
-    attention_factor: float | None = None
-    beta_fast: float | None = None
-    beta_slow: float | None = None
-    low_freq_factor: float | None = None
-    high_freq_factor: float | None = None
-    original_max_position_embeddings: int | None = None   # L0; None = read from the model's config
+    output: str | None = setting(None, "run directory: final checkpoint, loss.csv, training.json, checkpoints/")
+    model: str | None = setting(None, "checkpoint directory or Hugging Face Hub id (default: the embedded model)")
+    # RoPE scaling; method None trains the model with the rope it was saved with
+    method: str | None = setting(None, "scaling method (default: the model's own rope)", choices=tuple(METHODS))
+    factor: float | None = setting(None, "scale factor s = target length / L0 (default: 1)")
+    rope_theta: float | None = knob("rope_theta")
+    attention_factor: float | None = knob("attention_factor")
+    beta_fast: float | None = knob("beta_fast")
+    beta_slow: float | None = knob("beta_slow")
+    low_freq_factor: float | None = knob("low_freq_factor")
+    high_freq_factor: float | None = knob("high_freq_factor")
+    original_max_position_embeddings: int | None = setting(
+        None, "L0, the length the model was trained at (default: read from its config.json)")
     # data
-    data: str = "embedded"                    # ropescale.data.load_texts source
-    text_field: str = "text"
-    data_split: str = "train"
-    seq_len: int | None = None                # training length; None = L0 * factor (the target length)
-    passkey_share: float = 0.0                # fraction of rows that are passkey documents, scored on their answers
+    data: str = setting("embedded", "'embedded', a .txt/.jsonl file or folder, hf:NAME (ropescale.data.load_texts)")
+    text_field: str = setting("text", "jsonl/dataset column holding the text")
+    data_split: str = setting("train", "split of 'embedded' or hf: data")
+    seq_len: int | None = setting(None, "training sequence length (default: L0 x factor, the target length)")
+    passkey_share: float = setting(0.0, "fraction of rows made of synthetic passkey documents, fillers from the "
+                                        "data, scored on their answers only")
     # optimisation (YaRN paper: AdamW β=(0.9, 0.95), lr 2e-5, no weight decay, 20 warmup steps)
-    steps: int = 200
-    batch_size: int = 1                       # rows per process per micro-step
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    warmup_steps: int = 20
-    schedule: str = "constant"
-    max_grad_norm: float | None = 1.0         # None or 0 disables clipping
-    seed: int = 42
+    steps: int = setting(200, "optimizer steps")
+    batch_size: int = setting(1, "rows per process per micro-step")
+    grad_accum: int = setting(1, "micro-steps per optimizer step")
+    lr: float = setting(2e-5, "peak learning rate (YaRN's)")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    adam_beta1: float = setting(0.9, "AdamW β1")
+    adam_beta2: float = setting(0.95, "AdamW β2")
+    warmup_steps: int = setting(20, "linear warmup steps")
+    schedule: str = setting("constant", "learning rate after warmup", choices=SCHEDULES)
+    max_grad_norm: float | None = setting(1.0, "clip the gradient norm to this (None or 0: no clipping)")
+    seed: int = setting(42, "seed of data order, PoSE and LoRA init")
     # memory
-    gradient_checkpointing: bool = True
-    loss_chunk_size: int | None = None        # positions per output-layer chunk in the loss (None: from vocab)
+    gradient_checkpointing: bool = setting(True, "recompute activations in the backward pass (less memory)")
+    loss_chunk_size: int | None = setting(None, "positions per output-layer chunk in the loss (default: 128 MiB "
+                                                "of logits)")
     # strategies
-    lora_rank: int | None = None
-    lora_alpha: float | None = None           # None = 2 * rank
-    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    lora_trainable: list[str] = field(default_factory=lambda: list(TRAINABLE_WITH_LORA))
-    pose_window: int | None = None
-    pose_chunks: int = 2
+    lora_rank: int | None = setting(None, "LoRA on lora_targets with trainable embeddings and norms (LongLoRA); "
+                                          "merged on save")
+    lora_alpha: float | None = setting(None, "LoRA alpha (default: 2 x rank)")
+    lora_targets: list[str] = setting(LORA_TARGETS, "modules that get LoRA adapters")
+    lora_trainable: list[str] = setting(TRAINABLE_WITH_LORA, "parameters trained in full beside LoRA (by name)")
+    pose_window: int | None = setting(None, "PoSE: train on windows of this many tokens with positions skipped "
+                                            "over the target length")
+    pose_chunks: int = setting(2, "PoSE: chunks per window")
     # checkpoints and reporting
-    save_every: int | None = None
-    keep_checkpoints: int = 2
-    resume: bool = False
-    overwrite: bool = False
-    report_to: str | None = None              # tensorboard | wandb
+    save_every: int | None = setting(None, "checkpoint every K steps")
+    keep_checkpoints: int = setting(2, "checkpoints kept")
+    resume: bool = setting(False, "continue the run in output from its last checkpoint")
+    overwrite: bool = setting(False, "delete a previous run in output and start again")
+    report_to: str | None = setting(None, "also log to TensorBoard or W&B", choices=TRACKERS)
 
     def __post_init__(self):
         check_types(dataclasses.asdict(self))
@@ -97,14 +104,9 @@ class FinetuneConfig:
 
     def _check_spec_fields(self) -> None:
         # the spec itself is built (and range-checked by RopeSpec) once the model's config is known
-        from ropescale.rope import METHODS
-
-        if self.method is None:
-            for name in ("factor", *SPEC_FIELDS):
-                if getattr(self, name) is not None:
-                    flag = "--" + name.replace("_", "-")
-                    raise ValueError(f"{flag} needs --method (e.g. --method yarn {flag} ...)")
-        elif self.method not in METHODS:
+        check_needs_method(self.method, **{name: getattr(self, name) for name in
+                                           ("factor", *SPEC_KNOBS, "original_max_position_embeddings")})
+        if self.method is not None and self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
 
     @classmethod
@@ -124,7 +126,7 @@ class FinetuneConfig:
         values = read_recipe(path)
         if not isinstance(values, dict):
             raise ValueError(f"recipe {str(path)!r} must be a mapping of settings, got {type(values).__name__}")
-        return cls.from_dict({**_yaml_floats(values), **overrides})
+        return cls.from_dict({**yaml_floats(values), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,7 +145,7 @@ def read_recipe(path: str | Path) -> Any:
         raise ValueError(f"recipe {str(path)!r} is not valid YAML ({' '.join(str(exc).split())})") from None
 
 
-def _yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
+def yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
     """YAML 1.1 (PyYAML) reads `2e-5` as a string (it wants `2.0e-5`); accept it for float keys."""
     hints = typing.get_type_hints(FinetuneConfig)
     out = dict(values)
@@ -158,7 +160,7 @@ def _yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
 
 def _require(name: str, ok: bool, accepted: str) -> None:
     if not ok:
-        raise ValueError(f"{name} must be {accepted}")
+        raise ValueError(f"`{name}` must be {accepted}")
 
 
 def _accepts(kind, value) -> bool:

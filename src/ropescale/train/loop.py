@@ -13,7 +13,6 @@ not depend on how many processes share the batch.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import importlib.util
@@ -24,17 +23,36 @@ import resource
 import shutil
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from ropescale.train.checkpoint import (LossLog, check_output_dir, clear_output_dir, fingerprint_mismatch,
-                                        read_state, save_checkpoint, write_json)
+# accelerate and peft are heavy, but fine-tuning is what this module is for
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, set_seed
+from tqdm.auto import tqdm
+
+import ropescale
+from ropescale import models
+from ropescale.data import load_texts, pack, tokenize_documents
+from ropescale.data.passkey import passkey_rows
+from ropescale.data.pose import pose_batch_position_ids
+from ropescale.export.hf import save_extended
+from ropescale.io import write_json_atomic
+from ropescale.model_info import SPEC_KNOBS, ModelInfo, build_spec
+from ropescale.patch import apply
+from ropescale.rope import RopeSpec
+from ropescale.train.checkpoint import (LossLog, TrainerState, check_run_dir, clear_output_dir,
+                                        fingerprint_mismatch, read_state, save_checkpoint)
 from ropescale.train.config import FinetuneConfig
 from ropescale.train.loss import IGNORE_INDEX, row_nll, shift_labels
+from ropescale.train.lora import add_lora, count_parameters, merge_lora
 from ropescale.train.memory import adamw, release_freed_memory
+from ropescale.train.schedule import make_scheduler
 
 
 class CausalLMLoss(torch.nn.Module):
@@ -68,17 +86,6 @@ def training_loss(model, input_ids: torch.Tensor, position_ids: torch.Tensor | N
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
-
-def target_length(spec, config) -> int:
-    """L0 · factor of the applied spec; without one, the length the saved rope config targets."""
-    if spec is None:
-        from ropescale.rope import RopeSpec
-
-        spec = RopeSpec.from_hf(config)
-        base = spec.original_max_position_embeddings or config.max_position_embeddings
-        return int(round(base * spec.factor))
-    return int(round(spec.original_max_position_embeddings * spec.factor))
-
 
 def sample_indices(step: int, micro: int, rank: int, world: int, batch_size: int, grad_accum: int) -> list[int]:
     """Global sample indices of one process's micro-batch. A step consumes samples [step·G, (step+1)·G),
@@ -139,9 +146,6 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     `RowOrder` shuffles them. Only their answers are scored (completion-only loss, as instruction tuning does):
     the filler is noise to the language model, and the answer is the retrieval being taught.
     """
-    from ropescale.data import load_texts, pack, tokenize_documents
-    from ropescale.data.passkey import passkey_rows
-
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, which packing puts between documents")
     docs = load_texts(config.data, text_field=config.text_field, split=config.data_split)
@@ -156,7 +160,7 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     try:
         rows = pack(token_docs, seq_len, tokenizer.eos_token_id, tokenizer.bos_token_id)
     except ValueError as exc:
-        raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter --seq-len/--pose-window") from None
+        raise ValueError(f"data {config.data!r}: {exc}; use more text or a shorter `seq_len`/`pose_window`") from None
     if not share:
         return TrainingRows(rows, None)
     rows = rows[:n_text]
@@ -187,17 +191,13 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _spec(config: FinetuneConfig, model):
-    # the same builder as every CLI command, so a recipe and flags read a spec identically
-    from ropescale.cli.common import SPEC_KNOBS, spec_from_args
-
-    fields = {k: getattr(config, k) for k in ("method", "factor", *SPEC_KNOBS)}
-    spec = spec_from_args(argparse.Namespace(**fields), model)
-    if config.original_max_position_embeddings is not None:
-        if spec is None:
-            raise ValueError("--original-max-position-embeddings needs --method")
-        spec = dataclasses.replace(spec, original_max_position_embeddings=config.original_max_position_embeddings)
-    return spec
+def _spec(config: FinetuneConfig, info: ModelInfo):
+    """The spec the settings ask for (None: the model trains as saved); L0 from the settings when given."""
+    if config.method is None:
+        return None
+    knobs = {name: getattr(config, name) for name in SPEC_KNOBS}
+    return build_spec(info, config.method, 1.0 if config.factor is None else config.factor, **knobs,
+                      original_max_position_embeddings=config.original_max_position_embeddings)
 
 
 def _enable_checkpointing(lm) -> None:
@@ -218,14 +218,10 @@ def _check_tracker(name: str | None) -> None:
     module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
     if module and importlib.util.find_spec(module) is None and not (
             name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-        raise ValueError(f"--report-to {name} needs the {module} package: pip install {module}")
+        raise ValueError(f"`report_to` {name} needs the {module} package: pip install {module}")
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import ropescale
-
     out = {"ropescale": ropescale.__version__}
     for pkg in ("torch", "transformers", "accelerate", "peft"):
         try:
@@ -236,28 +232,23 @@ def _versions() -> dict[str, str]:
 
 
 def _saved_dtype(model_name) -> torch.dtype:
-    from ropescale.models import read_config_dict
-
-    config = read_config_dict(model_name)
+    config = models.read_config_dict(model_name)
     name = config.get("dtype") or config.get("torch_dtype") or "float32"
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
 
 
 def _scaled_model(config: FinetuneConfig):
-    """The base model with the config's rope spec applied (spec None: trained as saved); returns (model, spec)."""
-    from ropescale.models import load_model
-    from ropescale.patch import apply
-
-    lm = load_model(config.model, attn_implementation=_attn_implementation())
-    spec = _spec(config, lm)
+    """The base model with the config's rope spec applied (spec None: trained as saved); returns (model, spec,
+    target length)."""
+    lm = models.load_model(config.model, attn_implementation=_attn_implementation())
+    info = ModelInfo.from_config(lm)
+    spec = _spec(config, info)
     if spec is not None:
         apply(lm, spec)
-    return lm, spec
+    return lm, spec, info.target_length(spec)
 
 
 def _with_lora(lm, config: FinetuneConfig):
-    from ropescale.train.lora import add_lora
-
     if config.lora_rank is None:
         return lm
     return add_lora(lm, config.lora_rank, config.lora_alpha, config.lora_targets, config.lora_trainable)
@@ -267,8 +258,6 @@ def _gathered_weights(accelerator, model) -> dict[str, torch.Tensor] | None:
     """Whole weights of the trained model when they are sharded over processes (FSDP, DeepSpeed ZeRO), gathered
     on the main process by accelerate (`Accelerator.get_state_dict`, which every process must call; ZeRO-3 needs
     `stage3_gather_16bit_weights_on_model_save`). None otherwise: the main process already holds them."""
-    from accelerate.utils import DistributedType
-
     if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         return None
     return accelerator.get_state_dict(model)
@@ -288,9 +277,6 @@ def _save_final(model, tokenizer, spec, output: Path, provenance: dict[str, Any]
     """The final model as a native checkpoint in the run directory, through `ropescale.export.hf.save_extended`
     (both rope schemas, ropescale.json, README). save_extended replaces its whole target directory, so it writes
     into `DIR/.final` and the files then move up one by one, leaving loss.csv and checkpoints/ in place."""
-    from ropescale.export.hf import save_extended
-    from ropescale.rope import RopeSpec
-
     if spec is None:   # trained as saved: the spec the model already has
         spec = RopeSpec.from_hf(model.config)
     for stale in output.glob("..final.*"):   # save_extended temporaries (tmp-, old-) of a run killed while saving
@@ -303,166 +289,235 @@ def _save_final(model, tokenizer, spec, output: Path, provenance: dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------- the run
 
+@dataclass
+class Run:
+    """What the stages share, built once by `setup`: the accelerator, the data and the prepared model."""
+
+    config: FinetuneConfig
+    output: Path
+    accelerator: Any
+    tokenizer: Any
+    spec: Any                  # RopeSpec | None (None: trained with the rope the model was saved with)
+    target_len: int
+    seq_len: int
+    rows: TrainingRows
+    order: RowOrder
+    lm: torch.nn.Module        # the language model (LoRA-wrapped when configured)
+    model: torch.nn.Module     # CausalLMLoss(lm), prepared by accelerate
+    optimizer: Any
+    scheduler: Any
+    params: list[torch.nn.Parameter]
+    n_trainable: int
+    n_total: int
+    resumed_from_step: int | None = None
+    clock: Clock | None = None
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
+
+
+@dataclass
+class Clock:
+    """Seconds of training over every invocation of a run: those before a resume, plus this one's."""
+
+    before: float
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+
 def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
     """Fine-tune `config.model` with `config.method` at the target length; returns the output directory, which
     holds the final checkpoint (loadable with plain transformers), training.json and loss.csv.
 
-    `on_step(step)` is called after every optimizer step (after its checkpoint is saved); tests use it to
-    interrupt a run.
+    Stages: `setup` (accelerator, model and spec, data, LoRA, optimiser) → `resume` (the last checkpoint, when
+    asked) → `train` (the optimizer steps) → `save` (the final model and training.json). `on_step(step)` is called
+    after every optimizer step (after its checkpoint is saved); tests use it to interrupt a run.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    from ropescale.data.pose import pose_batch_position_ids
-    from ropescale.models import load_tokenizer
-    from ropescale.train.lora import count_parameters, merge_lora
-    from ropescale.train.schedule import make_scheduler
-
     if not config.output:
-        raise ValueError("--output is required: the directory for the fine-tuned checkpoint and its logs")
+        raise ValueError("`output` is required: the directory for the fine-tuned checkpoint and its logs")
     output = Path(config.output).expanduser()
-    resume_from = check_output_dir(output, config.resume, config.overwrite)  # before any model is loaded
+    resume_from = check_run_dir(output, config.resume, config.overwrite)  # before any model is loaded
     _check_tracker(config.report_to)
+    run = setup(config, output, fresh=resume_from is None)
+    state = resume(run, resume_from)
+    state = train(run, state, on_step)
+    save(run, state)
+    return output
 
+
+def setup(config: FinetuneConfig, output: Path, fresh: bool) -> Run:
+    """The accelerator, the scaled model, the packed rows, LoRA and the optimiser, in the order that fixes the
+    random numbers (seed, then model, then data, then LoRA's initialisation)."""
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(
         cpu=not cuda,                          # accelerate runs DDP over gloo on CPUs only when told so
         mixed_precision="bf16" if cuda else "no",   # fp32 on CPU
         step_scheduler_with_optimizer=False,   # the schedule counts optimizer steps, whatever the process count
         log_with=config.report_to, project_dir=str(output))
-    if accelerator.is_main_process and resume_from is None:
+    if accelerator.is_main_process and fresh:
         clear_output_dir(output)
     accelerator.wait_for_everyone()
-    main = accelerator.is_main_process
     set_seed(config.seed)
-
-    # model, rope, data
-    tokenizer = load_tokenizer(config.model)
-    lm, spec = _scaled_model(config)
-    target_len = target_length(spec, lm.config)
+    tokenizer = models.load_tokenizer(config.model)
+    lm, spec, target_len = _scaled_model(config)
     if config.pose_window is not None and config.pose_window > target_len:
-        raise ValueError(f"--pose-window {config.pose_window} is longer than the target length {target_len}")
+        raise ValueError(f"`pose_window` {config.pose_window} is longer than the target length {target_len}")
     seq_len = config.pose_window or config.seq_len or target_len
-    world = accelerator.num_processes
-    global_batch = config.batch_size * config.grad_accum * world
+    global_batch = config.batch_size * config.grad_accum * accelerator.num_processes
     rows = training_rows(config, tokenizer, seq_len, config.steps * global_batch)
-    order = RowOrder(len(rows.ids), config.seed)
-
-    # memory and strategy
-    lm.config.use_cache = False
-    if config.gradient_checkpointing:
-        _enable_checkpointing(lm)
-    lm = _with_lora(lm, config)
-    lm.train()
+    lm = _trainable(lm, config)
     n_trainable, n_total = count_parameters(lm)
-    if main:
+    if accelerator.is_main_process:
         print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)", flush=True)
     params = [p for p in lm.parameters() if p.requires_grad]
     optimizer = adamw(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                       weight_decay=config.weight_decay)
     scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.steps)
     model, optimizer, scheduler = accelerator.prepare(CausalLMLoss(lm, config.loss_chunk_size), optimizer, scheduler)
+    return Run(config, output, accelerator, tokenizer, spec, target_len, seq_len, rows,
+               RowOrder(len(rows.ids), config.seed), lm, model, optimizer, scheduler, params, n_trainable, n_total)
 
-    # resume
-    run_print = fingerprint(lm, spec, config, seq_len, target_len)
-    start_step, tokens, elapsed_before, last_loss = 0, 0, 0.0, float("nan")
-    if resume_from is not None:
-        state = read_state(resume_from)
-        mismatch = fingerprint_mismatch(state["fingerprint"], run_print)
+
+def _trainable(lm, config: FinetuneConfig):
+    """The model in training mode: no KV cache, activation checkpointing if asked, LoRA adapters if asked."""
+    lm.config.use_cache = False
+    if config.gradient_checkpointing:
+        _enable_checkpointing(lm)
+    lm = _with_lora(lm, config)
+    lm.train()
+    return lm
+
+
+def resume(run: Run, checkpoint: Path | None) -> TrainerState:
+    """The state to start from: step 0, or the checkpoint's (refused when it was written by a different run)."""
+    state = TrainerState(step=0, samples_seen=0, tokens=0, elapsed_s=0.0, loss=float("nan"),
+                         fingerprint=fingerprint(run.lm, run.spec, run.config, run.seq_len, run.target_len))
+    if checkpoint is not None:
+        saved = read_state(checkpoint)
+        mismatch = fingerprint_mismatch(saved.fingerprint, state.fingerprint)
         if mismatch:
-            raise ValueError(f"--resume: checkpoint {str(resume_from)!r} was written by a different run: {mismatch}; "
-                             "resume with the same model and settings, or start a new --output")
+            raise ValueError(f"`resume`: checkpoint {str(checkpoint)!r} was written by a different run: {mismatch}; "
+                             "resume with the same model and settings, or start a new `output`")
         try:
-            accelerator.load_state(str(resume_from))
+            run.accelerator.load_state(str(checkpoint))
         except (RuntimeError, KeyError, OSError) as exc:
-            raise ValueError(f"--resume: could not load checkpoint {str(resume_from)!r} "
+            raise ValueError(f"`resume`: could not load checkpoint {str(checkpoint)!r} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-        start_step, tokens = state["step"], state["tokens"]
-        elapsed_before, last_loss = state["elapsed_s"], state["loss"]
-    if config.report_to:
-        hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("ropescale-finetune", config=hparams)
-    log = LossLog(output, start_step if resume_from is not None else None) if main else None
+        state, run.resumed_from_step = saved, saved.step
+    if run.config.report_to:
+        hparams = {k: v for k, v in run.config.to_dict().items() if isinstance(v, (int, float, str, bool))}
+        run.accelerator.init_trackers("ropescale-finetune", config=hparams)
+    return state
 
-    bar = tqdm(total=config.steps, initial=start_step, disable=not main, desc="finetune", unit="step",
+
+def train(run: Run, state: TrainerState, on_step: Callable[[int], None] | None) -> TrainerState:
+    """The optimizer steps from `state.step` to the last: each logged (loss.csv, progress bar, trackers) and
+    checkpointed every `save_every` steps. Returns the state after the last step."""
+    config, accelerator = run.config, run.accelerator
+    main = accelerator.is_main_process
+    log = LossLog(run.output, run.resumed_from_step) if main else None
+    bar = tqdm(total=config.steps, initial=state.step, disable=not main, desc="finetune", unit="step",
                dynamic_ncols=True)
-    t0 = time.perf_counter()
-    tokens_at_start = tokens
-    rank = accelerator.process_index
+    run.clock, start, tokens_at_start = Clock(state.elapsed_s), state.step, state.tokens
     try:
-        for step in range(start_step, config.steps):
-            loss_total = torch.zeros((), device=accelerator.device)
-            rows_total = torch.zeros((), device=accelerator.device)
-            for micro in range(config.grad_accum):
-                samples = sample_indices(step, micro, rank, world, config.batch_size, config.grad_accum)
-                input_ids, labels = rows.batch([order(s) for s in samples])   # [B, seq_len]
-                input_ids = input_ids.to(accelerator.device)
-                labels = labels.to(accelerator.device) if labels is not None else None
-                position_ids = None
-                if config.pose_window is not None:   # PoSE: skipped positions spanning the target length
-                    seeds = [(config.seed << 40) + s for s in samples]
-                    position_ids = pose_batch_position_ids(seq_len, target_len, seeds, config.pose_chunks)
-                    position_ids = position_ids.to(accelerator.device)
-                last = micro == config.grad_accum - 1
-                with nullcontext() if last else accelerator.no_sync(model):  # sync gradients once per step
-                    loss_sum, n_rows = model(input_ids, position_ids, labels)
-                    # every process holds as many rows: the mean over the global batch after DDP averages
-                    accelerator.backward(loss_sum / (n_rows * config.grad_accum))
-                loss_total += loss_sum.detach().float()
-                rows_total += n_rows
-            lr = scheduler.get_last_lr()[0]
-            if not cuda and step == start_step:
+        for step in range(start, config.steps):
+            loss_sum, n_rows = _accumulate(run, step)
+            lr = run.scheduler.get_last_lr()[0]
+            if accelerator.device.type == "cpu" and step == start:
                 release_freed_memory()   # before AdamW allocates its state on top of the gradients; later steps
                 #                          reuse the freed blocks (trimming every step costs ~13 % on small models)
-            grad_norm = clip_and_step(accelerator, params, optimizer, scheduler, config.max_grad_norm)
-            totals = accelerator.reduce(torch.stack([loss_total, rows_total]), reduction="sum")   # global mean loss
-            last_loss = float(totals[0] / totals[1])
-            tokens += global_batch * seq_len
-            elapsed = elapsed_before + time.perf_counter() - t0
-            done = step + 1
+            grad_norm = clip_and_step(accelerator, run.params, run.optimizer, run.scheduler, config.max_grad_norm)
+            totals = accelerator.reduce(torch.stack([loss_sum, n_rows]), reduction="sum")   # global mean loss
+            state = TrainerState(step=step + 1, samples_seen=(step + 1) * run.global_batch,
+                                 tokens=state.tokens + run.global_batch * run.seq_len, elapsed_s=run.clock.elapsed(),
+                                 loss=float(totals[0] / totals[1]), fingerprint=state.fingerprint)
             if main:
-                log.write({"step": done, "loss": f"{last_loss:.6f}", "lr": f"{lr:.6g}", "tokens": tokens,
-                           "elapsed_s": f"{elapsed:.3f}", "grad_norm": f"{grad_norm:.6g}"})
-                rate = (tokens - tokens_at_start) / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}",
-                                mem=f"{peak_memory_bytes(accelerator.device) / 2**30:.2f}GiB", refresh=False)
-                bar.update(1)
+                _show_step(run, state, lr, grad_norm, log, bar, tokens_at_start)
             if config.report_to:
-                accelerator.log({"loss": last_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens}, step=done)
-            if config.save_every and (done % config.save_every == 0 or done == config.steps):
-                save_checkpoint(accelerator, output, done,
-                                {"step": done, "samples_seen": done * global_batch, "tokens": tokens,
-                                 "elapsed_s": elapsed, "loss": last_loss, "fingerprint": run_print},
-                                config.keep_checkpoints)
+                accelerator.log({"loss": state.loss, "lr": lr, "grad_norm": grad_norm, "tokens": state.tokens},
+                                step=state.step)
+            if config.save_every and (state.step % config.save_every == 0 or state.step == config.steps):
+                save_checkpoint(accelerator, run.output, state, config.keep_checkpoints)
             if on_step is not None:
-                on_step(done)
+                on_step(state.step)
     finally:   # a crash keeps every logged step on disk
         bar.close()
         if log is not None:
             log.close()
+    return state
 
-    # final checkpoint
+
+def _micro_batch(run: Run, step: int, micro: int):
+    """(input_ids [B, seq_len], position_ids [B, seq_len] or None, labels or None) of this process's micro-batch,
+    on its device; PoSE position ids skip over the target length."""
+    config, accelerator = run.config, run.accelerator
+    samples = sample_indices(step, micro, accelerator.process_index, accelerator.num_processes, config.batch_size,
+                             config.grad_accum)
+    input_ids, labels = run.rows.batch([run.order(s) for s in samples])   # [B, seq_len]
+    input_ids = input_ids.to(accelerator.device)
+    labels = labels.to(accelerator.device) if labels is not None else None
+    position_ids = None
+    if config.pose_window is not None:
+        seeds = [(config.seed << 40) + s for s in samples]
+        position_ids = pose_batch_position_ids(run.seq_len, run.target_len, seeds, config.pose_chunks)
+        position_ids = position_ids.to(accelerator.device)
+    return input_ids, position_ids, labels
+
+
+def _accumulate(run: Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of every micro-batch of one optimizer step, gradients synchronised once (on the last);
+    returns this process's summed row losses and its number of rows."""
+    config, accelerator = run.config, run.accelerator
+    loss_total = torch.zeros((), device=accelerator.device)
+    rows_total = torch.zeros((), device=accelerator.device)
+    for micro in range(config.grad_accum):
+        input_ids, position_ids, labels = _micro_batch(run, step, micro)
+        last = micro == config.grad_accum - 1
+        with nullcontext() if last else accelerator.no_sync(run.model):  # sync gradients once per step
+            loss_sum, n_rows = run.model(input_ids, position_ids, labels)
+            # every process holds as many rows: the mean over the global batch after DDP averages
+            accelerator.backward(loss_sum / (n_rows * config.grad_accum))
+        loss_total += loss_sum.detach().float()
+        rows_total += n_rows
+    return loss_total, rows_total
+
+
+def _show_step(run: Run, state: TrainerState, lr: float, grad_norm: float, log: LossLog, bar, tokens_at_start: int):
+    """One row of loss.csv and the progress bar's numbers (main process)."""
+    log.write({"step": state.step, "loss": f"{state.loss:.6f}", "lr": f"{lr:.6g}", "tokens": state.tokens,
+               "elapsed_s": f"{state.elapsed_s:.3f}", "grad_norm": f"{grad_norm:.6g}"})
+    rate = (state.tokens - tokens_at_start) / max(time.perf_counter() - run.clock.start, 1e-9)
+    bar.set_postfix(loss=f"{state.loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}",
+                    mem=f"{peak_memory_bytes(run.accelerator.device) / 2**30:.2f}GiB", refresh=False)
+    bar.update(1)
+
+
+def save(run: Run, state: TrainerState) -> None:
+    """The final model (LoRA merged, in the base model's dtype) and training.json, written by the main process
+    once every process has finished."""
+    config, accelerator = run.config, run.accelerator
     accelerator.wait_for_everyone()
-    elapsed = elapsed_before + time.perf_counter() - t0
-    gathered = _gathered_weights(accelerator, model)   # a collective: every process takes part
-    if main:
-        final = merge_lora(accelerator.unwrap_model(model).lm if gathered is None else _rebuilt(config, gathered))
+    elapsed = run.clock.elapsed()
+    gathered = _gathered_weights(accelerator, run.model)   # a collective: every process takes part
+    if accelerator.is_main_process:
+        final = merge_lora(accelerator.unwrap_model(run.model).lm if gathered is None else _rebuilt(config, gathered))
         final.to(_saved_dtype(config.model))   # trained in fp32 (master weights); saved as the base was
         final.config.use_cache = True          # turned off for training only
-        _save_final(final, tokenizer, spec, output, provenance={
-            "source_model": config.model or "embedded", "finetuned": {"steps": config.steps, "tokens": tokens,
-                                                                      "final_loss": last_loss}})
-        write_json(output / "training.json", {
-            "settings": config.to_dict(), "rope": spec.to_hf() if spec is not None else None,
-            "target_length": target_len, "seq_len": seq_len, "steps": config.steps,
-            "resumed_from_step": start_step if resume_from is not None else None,
-            "tokens": tokens, "elapsed_s": round(elapsed, 3),
-            "final_loss": last_loss, "trainable_parameters": n_trainable, "total_parameters": n_total,
-            "processes": world, "global_batch_rows": global_batch, "packed_rows": len(rows.ids),
-            "mixed_precision": accelerator.mixed_precision, "versions": _versions()})
-        print(f"saved {output} (final loss {last_loss:.4f}, {tokens:,} tokens, {elapsed:.1f} s)", flush=True)
+        _save_final(final, run.tokenizer, run.spec, run.output, provenance={
+            "source_model": config.model or "embedded", "finetuned": {"steps": config.steps, "tokens": state.tokens,
+                                                                      "final_loss": state.loss}})
+        write_json_atomic(run.output / "training.json", {
+            "settings": config.to_dict(), "rope": run.spec.to_hf() if run.spec is not None else None,
+            "target_length": run.target_len, "seq_len": run.seq_len, "steps": config.steps,
+            "resumed_from_step": run.resumed_from_step, "tokens": state.tokens, "elapsed_s": round(elapsed, 3),
+            "final_loss": state.loss, "trainable_parameters": run.n_trainable, "total_parameters": run.n_total,
+            "processes": accelerator.num_processes, "global_batch_rows": run.global_batch,
+            "packed_rows": len(run.rows.ids), "mixed_precision": accelerator.mixed_precision,
+            "versions": _versions()}, sort_keys=True)
+        print(f"saved {run.output} (final loss {state.loss:.4f}, {state.tokens:,} tokens, {elapsed:.1f} s)", flush=True)
     if config.report_to:
         accelerator.end_training()
     accelerator.wait_for_everyone()
-    return output
