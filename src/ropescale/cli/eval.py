@@ -4,6 +4,7 @@
     ropescale eval passkey --depths 0,0.5,1 --trials 10 --method dynamic --factor 16
     ropescale eval needle --model out/ckpt --lengths 1024,2048
     ropescale eval short-context --method yarn --factor 16          # perplexity at L0 vs the unscaled model
+    ropescale eval ruler --lengths 256,512 --samples 10 --log-samples   # RULER's synthetic tasks; outputs kept
 
 Rows go to --output (JSON lines), one finished cell at a time; rerunning the same command skips finished cells.
 `ropescale report` draws the plots and report.md from them.
@@ -20,7 +21,8 @@ from ropescale.evaluate import TASK_CLASSES
 from ropescale.cli.common import (add_model_argument, add_spec_arguments, int_list, on_interrupt, positive_int,
                                   spec_from_args)
 
-HELP = "evaluate a model at long context: perplexity, passkey, needle, short-context (rows to results.jsonl)"
+HELP = ("evaluate a model at long context: perplexity, passkey, needle, RULER, short-context "
+        "(rows to results.jsonl)")
 
 def task_fields(task: str) -> set[str]:
     """The settings a task reads: its dataclass fields; any other task flag given is an error."""
@@ -71,10 +73,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--digits", type=positive_int, default=None, help="passkey digits (default 5)")
     parser.add_argument("--filler", type=Path, default=None, help="text file replacing the passkey filler")
     parser.add_argument("--haystack", type=Path, default=None, help="text file for the needle haystack "
-                        "(default: the held-out plays)")
+                        "(default: the held-out plays) or RULER's essay haystack (default: the bundled essays)")
     parser.add_argument("--needle", default=None, help="the needle sentence")
     parser.add_argument("--question", default=None, help="the question, ending where the answer starts")
     parser.add_argument("--answer", default=None, help="the answer span (must occur in the needle)")
+    parser.add_argument("--tasks", type=list_of(str, "RULER task names"), default=None,
+                        help="ruler: comma-separated RULER tasks (default: the 11 synthetic ones)")
+    parser.add_argument("--samples", type=positive_int, default=None, help="ruler: samples per task and length "
+                        "(default 10)")
+    parser.add_argument("--chat-template", dest="chat_template", choices=["auto", "none"], default=None,
+                        help="ruler: wrap prompts in the tokenizer's chat template when it has one (auto, the "
+                        "default) or never (none)")
+    parser.add_argument("--log-samples", dest="log_samples", action="store_true",
+                        help="passkey, needle, ruler: write each prompt's output to OUTPUT.samples.jsonl")
+    parser.add_argument("--log-prompts", dest="log_prompts", action="store_true",
+                        help="with --log-samples: keep each prompt's text too (large at long lengths)")
     parser.add_argument("--baseline-model", dest="baseline_model", default=None,
                         help="short-context baseline (default: the model without --method)")
     parser.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None,
@@ -126,7 +139,8 @@ def _summary(rows) -> list[str]:
     cells: dict[tuple, list[str]] = {}
     for row in rows:
         where = f"length {row.length}" + ("" if row.depth is None else f" depth {row.depth:g}")
-        cells.setdefault((row.length, row.depth, where), []).append(f"{row.metric} {row.value:.4g}")
+        said = f"{row.metric} skipped" if row.n == 0 else f"{row.metric} {row.value:.4g}"
+        cells.setdefault((row.length, row.depth, where), []).append(said)
     return [f"  {key[2]}: " + ", ".join(parts) for key, parts in cells.items()]
 
 
@@ -134,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ropescale.evaluate import ResultsFile, evaluate
+    from ropescale.evaluate.samples import samples_path
     from ropescale.models import load_config
 
     task = TASK_CLASSES[args.task](**_task_fields(args))
@@ -146,11 +161,17 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.model)
     spec = spec_from_args(args, config)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.log_prompts and not args.log_samples:
+        raise ValueError("--log-prompts needs --log-samples")
+    if args.log_samples and args.task in ("perplexity", "short-context"):
+        raise ValueError(f"--log-samples applies to the generative tasks (passkey, needle, ruler), not {args.task}")
+    samples = samples_path(output.path) if args.log_samples else None
     rows = evaluate(task, args.model, output=output, spec=spec, label=args.label, device=device,
-                    dtype=getattr(torch, args.dtype))
+                    dtype=getattr(torch, args.dtype), samples=samples, log_prompts=args.log_prompts)
     if not rows:
         print(f"{args.task}: every cell is already in {args.output}; nothing to do")
         return 0
-    print(f"{args.task}: wrote {len(rows)} rows to {args.output}")
+    print(f"{args.task}: wrote {len(rows)} rows to {args.output}"
+          + (f"; outputs in {samples}" if samples is not None else ""))
     print("\n".join(_summary(rows)))
     return 0

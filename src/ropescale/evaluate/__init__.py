@@ -1,4 +1,4 @@
-"""Long-context evaluation: perplexity against length, passkey, needle in a haystack, short-context regression.
+"""Long-context evaluation: perplexity against length, passkey, needle in a haystack, RULER, short-context regression.
 
 Every task runs through one driver (`evaluate`) and writes one row schema (`Result`) to a JSON-lines file
 (`ResultsFile`), one finished cell at a time; a rerun with the same output skips finished cells.
@@ -12,6 +12,7 @@ from ropescale.evaluate.needle import NeedleTask
 from ropescale.evaluate.passkey import PasskeyTask
 from ropescale.evaluate.perplexity import PerplexityTask, token_byte_lengths, window_nll, windows
 from ropescale.evaluate.results import TASKS, Result, ResultsFile
+from ropescale.evaluate.ruler import RulerTask
 from ropescale.evaluate.short_context import ShortContextTask
 
 # `ropescale eval` sub-task name -> task class
@@ -20,10 +21,11 @@ TASK_CLASSES = {
     "passkey": PasskeyTask,
     "needle": NeedleTask,
     "short-context": ShortContextTask,
+    "ruler": RulerTask,
 }
 
 __all__ = [
-    "Cell", "Measurement", "NeedleTask", "PasskeyTask", "PerplexityTask", "Result", "ResultsFile",
+    "Cell", "Measurement", "NeedleTask", "PasskeyTask", "PerplexityTask", "Result", "ResultsFile", "RulerTask",
     "ShortContextTask", "Subject", "TASKS", "TASK_CLASSES", "evaluate", "remaining_cells", "token_byte_lengths",
     "window_nll", "windows",
 ]

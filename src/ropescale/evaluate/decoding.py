@@ -68,3 +68,34 @@ def answer_nll(model, state: Prefill, answer_ids: torch.Tensor) -> torch.Tensor:
 
 def batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def finished(text: str) -> bool:
+    """An answer is over once a newline follows some text (RULER's answers are one line)."""
+    stripped = text.lstrip()
+    return "\n" in stripped
+
+
+def generate_until(model, tokenizer, state: Prefill, max_new: int) -> list[str]:
+    """Greedy continuations of the prefilled prompts, decoded: each stops at EOS, at a newline after some text
+    (`finished`), or after `max_new` tokens; the batch stops when every row has. Consumes the cache."""
+    if max_new < 1:
+        raise ValueError(f"max_new must be >= 1, got {max_new}")
+    eos = tokenizer.eos_token_id
+    cache, token = state.cache, state.last_logits.argmax(-1)  # [B]
+    rows: list[list[int]] = [[] for _ in range(token.shape[0])]
+    done = [False] * len(rows)
+    for step in range(max_new):
+        for b, t in enumerate(token.tolist()):
+            if done[b]:
+                continue
+            if t == eos:
+                done[b] = True
+                continue
+            rows[b].append(t)
+            done[b] = finished(tokenizer.decode(rows[b], skip_special_tokens=True))
+        if all(done) or step == max_new - 1:
+            break
+        cache, logits = _step(model, token[:, None], cache, keep=1)
+        token = logits[:, -1].argmax(-1)
+    return [tokenizer.decode(r, skip_special_tokens=True) for r in rows]

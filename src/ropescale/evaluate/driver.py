@@ -1,7 +1,8 @@
 """The one evaluation driver: load once, skip finished cells, measure the rest, write each cell as it finishes.
 
-Every task (perplexity, passkey, needle, short-context) is a small object that lists its cells and measures one
-cell; the loop, the resume logic, the progress bar and the writing live here only.
+Every task (perplexity, passkey, needle, short-context, ruler) is a small object that lists its cells and measures
+one cell; the loop, the resume logic, the progress bar and the writing (rows, and per-sample records when asked)
+live here only.
 
 A task provides:
     name: str                      the Result.task it writes
@@ -11,6 +12,8 @@ A task provides:
     prepare(model, tokenizer, subject)  once, only when some cell remains; sees the model *before* the spec is
                                    applied (short-context measures its baseline there)
     measure(model, tokenizer, cell) -> list[Measurement]
+    summarize(rows) -> [(Cell, [Measurement])]   optional: rows derived from the task's finished rows (RULER's
+                                   per-length average), written once their inputs are all in the file
 """
 
 from __future__ import annotations
@@ -25,27 +28,37 @@ import torch
 from tqdm.auto import tqdm
 
 from ropescale import models
-from ropescale.evaluate.results import Result, ResultsFile, cell_key
+from ropescale.evaluate.results import Result, ResultsFile, cell_key, latest
+from ropescale.evaluate.samples import SamplesFile, settings_key
 from ropescale.model_info import ModelInfo
 from ropescale.patch import apply
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of a task's grid: a length in tokens, and a depth in [0, 1] for retrieval tasks."""
+    """One point of a task's grid: a length in tokens, a depth in [0, 1] for retrieval tasks, and for tasks whose
+    cells each measure one of their metrics (RULER: one synthetic task per cell) that metric."""
 
     length: int
     depth: float | None = None
+    metric: str | None = None
+
+    def metrics(self, task) -> set[str]:
+        """What the cell writes: its own metric, or every metric of its task."""
+        return {self.metric} if self.metric is not None else set(task.metrics)
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One metric of one cell, before the driver adds who and what was measured."""
+    """One metric of one cell, before the driver adds who and what was measured. samples: one dict per prompt
+    for the samples file (expected answer, output, correct...; `prompt_ids` is decoded into `prompt` only when
+    prompts are logged, and dropped otherwise)."""
 
     metric: str
     value: float
     n: int
     extra: dict = field(default_factory=dict)
+    samples: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ def remaining_cells(task: Task, subject: Subject, output: ResultsFile) -> list[C
     done = output.completed()
     settings = row_settings(task, subject)
     return [c for c in task.cells(subject)
-            if not set(task.metrics) <= done.get(_row_key(task, subject, c, settings), set())]
+            if not c.metrics(task) <= done.get(_row_key(task, subject, c, settings), set())]
 
 
 def row_settings(task: Task, subject: Subject) -> dict:
@@ -114,14 +127,16 @@ def row_settings(task: Task, subject: Subject) -> dict:
 
 def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile, spec=None,
              label: str | None = None, tokenizer=None, device: str | None = None, dtype=None,
-             progress: bool = True, on_cell: Callable[[Cell, list[Result]], None] | None = None) -> list[Result]:
+             progress: bool = True, on_cell: Callable[[Cell, list[Result]], None] | None = None,
+             samples: str | Path | None = None, log_prompts: bool = False) -> list[Result]:
     """Run `task` on a model and append its rows to `output`; returns the rows written by this call.
 
-    model: a name (None/"embedded", a directory, a Hub id) or a loaded transformers model (then `tokenizer`
-    is required, and the model is patched in place when `spec` is given). spec: a RopeSpec applied with
-    `ropescale.apply` after loading, the same code path as a saved checkpoint. Cells already complete in
+    model: a name (None/"embedded", a directory, a Hub id, a .gguf file) or a loaded transformers model (then
+    `tokenizer` is required, and the model is patched in place when `spec` is given). spec: a RopeSpec applied
+    with `ropescale.apply` after loading, the same code path as a saved checkpoint. Cells already complete in
     `output` are skipped; when none remains the weights are not even loaded. on_cell(cell, rows) is called
-    after each cell is written.
+    after each cell is written. samples: a samples file (`samples.samples_path(output)` is the usual one) that
+    receives each prompt's output of generative tasks; log_prompts adds the prompt text to it.
     """
     output = output if isinstance(output, ResultsFile) else ResultsFile(output)
     loaded = model is not None and not isinstance(model, (str, Path))
@@ -135,38 +150,67 @@ def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile,
     subject = make_subject(config, spec, label=label, model_name=name, dtype=str(weights).removeprefix("torch."))
 
     todo = remaining_cells(task, subject, output)
-    if not todo:
-        return []
-    if not loaded:
-        tokenizer = models.load_tokenizer(name)
-        model = models.load_model(name, dtype=dtype, device=device)
-    model.eval()
-    with torch.no_grad():
-        task.prepare(model, tokenizer, subject)
-    if spec is not None:
-        apply(model, spec)
-    return _measure_cells(task, model, tokenizer, subject, todo, output, progress, on_cell)
+    written: list[Result] = []
+    if todo:
+        if not loaded:
+            tokenizer = models.load_tokenizer(name)
+            model = models.load_model(name, dtype=dtype, device=device)
+        model.eval()
+        with torch.no_grad():
+            task.prepare(model, tokenizer, subject)
+        if spec is not None:
+            apply(model, spec)
+        log = None if samples is None else SamplesFile(samples, log_prompts)
+        written = _measure_cells(task, model, tokenizer, subject, todo, output, log, progress, on_cell)
+    return written + _summarize(task, subject, output)
+
+
+def _rows(task: Task, subject: Subject, cell: Cell, measured: list[Measurement], extra: dict) -> list[Result]:
+    settings = row_settings(task, subject)
+    context = {"original_length": subject.original_length, "head_dim": subject.head_dim, **extra}
+    return [Result(model=subject.label, method=subject.method, factor=subject.factor, task=task.name,
+                   length=cell.length, depth=cell.depth, metric=m.metric, value=float(m.value), n=int(m.n),
+                   settings=settings, extra={**context, **m.extra})
+            for m in measured]
 
 
 def _measure_cells(task: Task, model, tokenizer, subject: Subject, cells: Sequence[Cell], output: ResultsFile,
-                   progress: bool, on_cell) -> list[Result]:
-    settings = row_settings(task, subject)
-    context = {"original_length": subject.original_length, "head_dim": subject.head_dim}
+                   log: SamplesFile | None, progress: bool, on_cell) -> list[Result]:
+    key = settings_key(row_settings(task, subject))
     written: list[Result] = []
     bar = tqdm(cells, desc=f"{task.name} {subject.label} {subject.method}×{subject.factor:g}", unit="cell",
                disable=not progress)
     for cell in bar:
-        bar.set_postfix(length=cell.length, **({} if cell.depth is None else {"depth": cell.depth}))
+        bar.set_postfix(length=cell.length, **({} if cell.depth is None else {"depth": cell.depth}),
+                        **({} if cell.metric is None else {"metric": cell.metric}))
         start = time.perf_counter()
         with torch.no_grad():
             measured = task.measure(model, tokenizer, cell)
-        seconds = round(time.perf_counter() - start, 3)
-        rows = [Result(model=subject.label, method=subject.method, factor=subject.factor, task=task.name,
-                       length=cell.length, depth=cell.depth, metric=m.metric, value=float(m.value), n=int(m.n),
-                       settings=settings, extra={**context, "seconds": seconds, **m.extra})
-                for m in measured]
+        rows = _rows(task, subject, cell, measured, {"seconds": round(time.perf_counter() - start, 3)})
+        if log is not None:  # before the rows: a kill between the two makes the rerun measure the cell again
+            head = {"model": subject.label, "method": subject.method, "factor": subject.factor, "task": task.name,
+                    "length": cell.length, "depth": cell.depth, "settings": key}
+            log.append(head, measured, tokenizer)
         output.append(rows)
         written += rows
         if on_cell is not None:
             on_cell(cell, rows)
+    return written
+
+
+def _summarize(task: Task, subject: Subject, output: ResultsFile) -> list[Result]:
+    """Rows the task derives from its finished rows (e.g. RULER's per-length average) that are not in the file."""
+    if not hasattr(task, "summarize") or not output.path.exists():
+        return []
+    settings = row_settings(task, subject)
+    mine = [r for r in latest(output.read())
+            if r.cell_key() == _row_key(task, subject, Cell(r.length, r.depth), settings)]
+    done = {(r.length, r.depth, r.metric) for r in mine}
+    written: list[Result] = []
+    for cell, measured in task.summarize(mine):
+        fresh = [m for m in measured if (cell.length, cell.depth, m.metric) not in done]
+        if fresh:
+            rows = _rows(task, subject, cell, fresh, {})
+            output.append(rows)
+            written += rows
     return written

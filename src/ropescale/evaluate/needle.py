@@ -7,7 +7,8 @@ the cell's length, and the question ends with the start of the answer ("... The 
 cake is") so a base model can complete it.
 
 Each of `trials` prompts of a cell starts the haystack at a different sentence (offsets drawn from the seed and
-the length, shared by all depths of that length). The model decodes greedily (KV cache) len(answer) + 2 tokens;
+the length, shared by all depths of that length); prompt + len(answer) + 2 tokens fill the cell's length. The model
+decodes greedily (KV cache) until a newline follows some text, EOS, or ANSWER_SLACK tokens beyond that budget;
 the prediction is that text up to its first sentence end or newline. Scores, with SQuAD's normalisation
 (lowercase, no punctuation, no articles):
 - accuracy: the normalised answer span occurs, as whole words, in the normalised prediction (RULER's
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ropescale.evaluate.decoding import batches, greedy, prefill
+from ropescale.evaluate.decoding import batches, generate_until, prefill
 from ropescale.evaluate.driver import Cell, Measurement, Subject
-from ropescale.evaluate.passkey import RetrievalGrid
+from ropescale.evaluate.passkey import ANSWER_SLACK, RetrievalGrid
 
 NEEDLE = "The secret ingredient of the duke's cake is a spoonful of honey."
 QUESTION = "What is the secret ingredient of the duke's cake? The secret ingredient of the duke's cake is"
@@ -150,13 +151,18 @@ class NeedleTask(RetrievalGrid):
         offsets = self._offsets(cell.length, self._hay_budget(cell.length))
         built = [self.prompt(cell.length, cell.depth, o) for o in offsets]
         device = next(model.parameters()).device
-        hits, f1s = [], []
+        hits, f1s, samples = [], [], []
         for batch in batches([ids for ids, _ in built], self.batch_size):
-            decoded = greedy(model, prefill(model, torch.tensor(batch, device=device)), self._n_new)
-            for row in decoded:
-                span = prediction_span(tokenizer.decode(row.tolist(), skip_special_tokens=True))
+            outputs = generate_until(model, tokenizer, prefill(model, torch.tensor(batch, device=device)),
+                                     self._n_new + ANSWER_SLACK)
+            for ids, out in zip(batch, outputs):
+                span = prediction_span(out)
                 hits.append(exact_match(span, self.answer))
                 f1s.append(token_f1(span, self.answer))
+                samples.append({"index": len(samples), "depth": round(built[len(samples)][1], 4),
+                                "prompt_tokens": len(ids), "expected": self.answer, "output": out,
+                                "correct": hits[-1], "f1": round(f1s[-1], 4), "prompt_ids": ids})
         n = len(built)
         extra = {"realised_depth": sum(d for _, d in built) / n}
-        return [Measurement("accuracy", sum(hits) / n, n, extra), Measurement("f1", sum(f1s) / n, n, extra)]
+        return [Measurement("accuracy", sum(hits) / n, n, extra, samples=tuple(samples)),
+                Measurement("f1", sum(f1s) / n, n, extra)]

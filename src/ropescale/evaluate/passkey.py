@@ -3,8 +3,9 @@
 A cell (length L, depth d) holds `trials` prompts from `ropescale.data.passkey_prompt` (the same function that
 builds the embedded model's pretraining documents), each with a different key drawn from a seed fixed per
 (seed, L, d), the key line at depth d, and prompt + answer filling exactly L positions. Per trial:
-- greedy decoding of as many tokens as the answer " KEY" has, with the KV cache; correct when the first run of
-  digits in the decoded text equals the key (exact match on the digits);
+- greedy decoding with the KV cache until a newline follows some text, EOS, or `ANSWER_SLACK` tokens more than the
+  answer " KEY" has (so " The pass key is 12345" is read too); correct when the first run of digits in the whole
+  output equals the key (exact match on the digits);
 - the key's log-likelihood given the prompt, teacher-forced: bits per key digit = Σ NLL of the answer tokens
   that hold digits / ln 2 / number of digits. A model that knows nothing about the key pays log2(10) = 3.32
   bits per digit (uniform over digits); one that retrieves it pays close to 0.
@@ -17,15 +18,17 @@ import math
 import random
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from ropescale.data.passkey import PasskeyPrompt, passkey_prompt, random_key
-from ropescale.evaluate.decoding import answer_nll, batches, greedy, prefill
+from ropescale.evaluate.decoding import answer_nll, batches, generate_until, prefill
 from ropescale.evaluate.driver import Cell, Measurement, Subject
 from ropescale.evaluate.perplexity import default_lengths
 
 UNIFORM_BITS_PER_DIGIT = math.log2(10)
+ANSWER_SLACK = 8  # tokens of generation beyond the answer's own: room for a leading space or word before the key
 
 
 def depth_grid(n: int) -> list[float]:
@@ -90,20 +93,27 @@ def digit_mask(tokenizer, answer_ids: list[int]) -> list[bool]:
     return mask if any(mask) else [True] * len(answer_ids)
 
 
-def score_prompts(model, tokenizer, prompts: list[PasskeyPrompt]) -> tuple[list[bool], list[float]]:
-    """(correct, bits per key digit) of trials sharing one prompt length and one answer length."""
+class Scored(NamedTuple):
+    """One trial: the decoded output, whether its first digits are the key, the key's bits per digit."""
+
+    output: str
+    correct: bool
+    bits_per_digit: float
+
+
+def score_prompts(model, tokenizer, prompts: list[PasskeyPrompt]) -> list[Scored]:
+    """Each trial of a batch sharing one prompt length and one answer length, scored."""
     device = next(model.parameters()).device
     ids = torch.tensor([p.prompt_ids for p in prompts], device=device)  # [B, P]
     answers = torch.tensor([p.answer_ids for p in prompts], device=device)  # [B, K]
     state = prefill(model, ids)
     nll = answer_nll(model, state, answers)  # [B, K]
-    decoded = greedy(model, state, answers.shape[1])  # [B, K]
-    correct = [is_correct(tokenizer.decode(row.tolist()), p.key) for row, p in zip(decoded, prompts)]
-    bits = []
-    for row, p in zip(nll, prompts):
+    outputs = generate_until(model, tokenizer, state, answers.shape[1] + ANSWER_SLACK)
+    scored = []
+    for row, p, out in zip(nll, prompts, outputs):
         mask = torch.tensor(digit_mask(tokenizer, p.answer_ids), device=row.device)
-        bits.append(float(row[mask].sum()) / math.log(2) / len(p.key))
-    return correct, bits
+        scored.append(Scored(out, is_correct(out, p.key), float(row[mask].sum()) / math.log(2) / len(p.key)))
+    return scored
 
 
 def group_by_shape(prompts: list[PasskeyPrompt]) -> list[list[PasskeyPrompt]]:
@@ -157,13 +167,17 @@ class PasskeyTask(RetrievalGrid):
     def measure(self, model, tokenizer, cell: Cell) -> list[Measurement]:
         keys = cell_keys(self.seed, cell.length, cell.depth, self.trials, self.digits)
         prompts = cell_prompts(tokenizer, cell.length, cell.depth, keys, self.filler)
-        correct, bits = [], []
+        scored, samples = [], []
         for group in group_by_shape(prompts):
             for batch in batches(group, self.batch_size):
-                c, b = score_prompts(model, tokenizer, batch)
-                correct += c
-                bits += b
+                for p, t in zip(batch, score_prompts(model, tokenizer, batch)):
+                    samples.append({"index": prompts.index(p), "depth": round(p.depth, 4),
+                                    "prompt_tokens": len(p.prompt_ids), "expected": p.key, "output": t.output,
+                                    "correct": t.correct, "key_bits_per_digit": round(t.bits_per_digit, 4),
+                                    "prompt_ids": p.prompt_ids})
+                    scored.append(t)
         n = len(prompts)
-        return [Measurement("accuracy", sum(correct) / n, n),
-                Measurement("key_bits_per_digit", sum(bits) / n, n,
+        samples = tuple(sorted(samples, key=lambda r: r["index"]))
+        return [Measurement("accuracy", sum(t.correct for t in scored) / n, n, samples=samples),
+                Measurement("key_bits_per_digit", sum(t.bits_per_digit for t in scored) / n, n,
                             {"uniform_bits_per_digit": UNIFORM_BITS_PER_DIGIT})]

@@ -23,7 +23,7 @@ from typing import Any
 
 from ropescale.io import append_lines, read_json_lines
 
-TASKS = ("perplexity", "passkey", "needle", "short-context")
+TASKS = ("perplexity", "passkey", "needle", "short-context", "ruler")
 # names rows were written with before the CLI's name became the row's: read as the current name, so existing
 # results files still resume
 LEGACY_TASKS = {"short_context": "short-context"}
@@ -51,7 +51,9 @@ class Result:
 
     task: one of TASKS. metric: `nll` (nats/token), `perplexity`, `bits_per_byte` for perplexity; `accuracy`
     (in [0, 1]) and `key_bits_per_digit` for passkey; `accuracy` and `f1` for needle; `perplexity`,
-    `baseline_perplexity`, `relative_change` for short-context. depth: None where the task has no depth.
+    `baseline_perplexity`, `relative_change` for short-context; for ruler the RULER task's name (`niah_single_1`,
+    ..., `vt`, `cwe`, `fwe`; score in [0, 1], n = samples, n = 0 when the task does not fit the length) and
+    `average` per length. depth: None where the task has no depth.
     """
 
     model: str

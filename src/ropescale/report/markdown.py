@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT
+from ropescale.data.ruler import TASKS as RULER_TASKS
+from ropescale.evaluate.ruler import THRESHOLD as RULER_THRESHOLD
+from ropescale.evaluate.samples import failing as failing_samples
 from ropescale.report import tables
 
 
@@ -36,9 +39,9 @@ def _length_table(rows, task: str, metric: str, digits: int, l0s: list[int], ext
 
 
 def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str | None = None,
-           preface: Sequence[str] = ()) -> str:
+           preface: Sequence[str] = (), samples: Sequence[dict] = (), threshold: float = RULER_THRESHOLD) -> str:
     """report.md: `title`, then `preface` (markdown lines, e.g. a study's headline table), then every task's
-    tables and the figures."""
+    tables, failing samples (from `samples`, the records of samples files) and the figures."""
     l0s = tables.original_lengths(rows)
     lines = [f"# {title or 'ropescale evaluation report'}", "", *preface, *([""] if preface else []),
              f"From {len(rows)} result rows in {', '.join(f'`{s}`' for s in sources)}. "
@@ -70,6 +73,8 @@ def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str 
         lines += ["", "Token-overlap F1 (SQuAD normalisation):", ""]
         lines += _length_table(rows, "needle", "f1", 2, l0s) + [""]
 
+    lines += _ruler_section(rows, l0s, threshold)
+
     short = [r for r in rows if r.task == "short-context"]
     if short:
         lines += ["## Short-context regression", "",
@@ -86,6 +91,50 @@ def render(rows, sources: Sequence[str], figures: Sequence[Path], *, title: str 
                 for k, s in series.items()]
         lines += _table(["method", "L0", "perplexity", "baseline", "change"], body) + [""]
 
+    lines += _failing_section(samples)
     if figures:
         lines += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures] + [""]
     return "\n".join(lines)
+
+
+def _ruler_section(rows, l0s: list[int], threshold: float) -> list[str]:
+    averages = tables.by_length(rows, "ruler", "average")
+    if not averages:
+        return []
+    lines = ["## RULER", "",
+             "Average score per length over the RULER tasks that fit it (string match of the greedy output):", ""]
+    lines += _length_table(rows, "ruler", "average", 2, l0s,
+                           extra=("effective length", lambda k: tables.effective_cell(averages[k], threshold)))
+    lines += ["", f"Effective length (RULER): the longest length whose average is at least {threshold:g} "
+                  "(Llama-2-7B's score at 4K) with every shorter evaluated length at least that too.", ""]
+    cells = tables.ruler_grid(rows)
+    for key, series in tables.series_of(r for r in rows if r.task == "ruler").items():
+        values = cells.get(key, {})
+        lengths = sorted({n for n, _ in values})
+        names = [m for m in RULER_TASKS if any(name == m for _, name in values)]
+        body = [[m] + [_fmt(values.get((n, m)), 2) for n in lengths] for m in names]
+        lines += [f"{series.label}, per task (– : the task does not fit that length):", ""]
+        lines += _table(["task"] + [str(n) for n in lengths], body) + [""]
+    return lines
+
+
+def _failing_section(samples: Sequence[dict]) -> list[str]:
+    failing = failing_samples(samples)
+    if not failing:
+        return []
+    lines = ["## What the model said where it failed", "",
+             "Up to two failing samples per cell, from the samples file (`--log-samples`):", ""]
+    body = []
+    for (model, method, factor, task, metric, length), records in sorted(failing.items(), key=str):
+        what = task if metric in ("accuracy", None) else f"{task} {metric}"
+        for r in records:
+            expected = ", ".join(r["expected"]) if isinstance(r["expected"], list) else str(r["expected"])
+            body.append([f"{model} {method}×{factor:g}", what, str(length), _cell_text(expected),
+                         _cell_text(r["output"])])
+    return lines + _table(["model", "task", "length", "expected", "output"], body) + [""]
+
+
+def _cell_text(text: str, limit: int = 80) -> str:
+    """One table cell: newlines shown as ⏎, pipes escaped, cut at `limit` characters."""
+    text = text.replace("\n", "⏎").replace("|", "\\|")
+    return "`" + (text if len(text) <= limit else text[:limit] + "…") + "`"

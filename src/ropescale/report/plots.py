@@ -2,6 +2,7 @@
 
 - perplexity.png: perplexity and bits per byte against length, one line per series, log2 x, L0 marked;
 - passkey.png / needle.png: accuracy heat maps, length × depth, one panel per series, every cell annotated;
+- ruler.png: RULER scores, task × length (the average last), one panel per series;
 - loss.png: the training loss of each fine-tuning run (its loss.csv) against the optimizer step;
 - scaling.png: each rope's per-dimension scaling factor (inv_freq ÷ default inv_freq at the same θ) against the
   dimension's original wavelength 2π/θ_i, dynamic methods drawn at their target length factor·L0. (abf records
@@ -14,6 +15,7 @@ import math
 from pathlib import Path
 
 from ropescale.io import read_loss_csv, write_atomic
+from ropescale.data.ruler import TASKS as RULER_TASKS
 from ropescale.report import tables
 
 
@@ -100,33 +102,57 @@ def heatmap_figure(rows, task: str, path: Path) -> Path | None:
     if not cells:
         return None
     series = tables.series_of(r for r in rows if r.task == task)
-    keys = [k for k in series if k in cells]
-    plt = _pyplot()
-    cols = min(3, len(keys))
-    nrows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
-    image = None
-    for ax, key in zip(axes.flat, keys):
+    panels = {}
+    for key in (k for k in series if k in cells):
+        values = cells[key]
+        lengths, depths = sorted({n for n, _ in values}), sorted({d for _, d in values})
+        matrix = [[values.get((n, d), math.nan) for n in lengths] for d in depths]  # [depth, length]
+        panels[series[key].label] = (matrix, [str(n) for n in lengths], [f"{d:g}" for d in depths])
+    return _heatmaps(panels, f"depth of the {'key' if task == 'passkey' else 'needle'} (0 = start)",
+                     f"{task} accuracy by length and depth", "accuracy", path)
+
+
+def ruler_figure(rows, path: Path) -> Path | None:
+    """RULER scores (task rows × length columns, the average last), one panel per series; None without rows."""
+    cells = tables.ruler_grid(rows)
+    if not cells:
+        return None
+    series = tables.series_of(r for r in rows if r.task == "ruler")
+    panels = {}
+    for key in (k for k in series if k in cells):
         values = cells[key]
         lengths = sorted({n for n, _ in values})
-        depths = sorted({d for _, d in values})
-        matrix = [[values.get((n, d), math.nan) for n in lengths] for d in depths]  # [depth, length]
+        names = [m for m in RULER_TASKS if any(name == m for _, name in values)] + ["average"]
+        matrix = [[values.get((n, m), math.nan) for n in lengths] for m in names]  # [task, length]
+        panels[series[key].label] = (matrix, [str(n) for n in lengths], names)
+    return _heatmaps(panels, "RULER task", "RULER score by task and length (blank: does not fit)", "score", path)
+
+
+def _heatmaps(panels: dict[str, tuple], ylabel: str, title: str, scale: str, path: Path) -> Path:
+    """One annotated heat map per panel (label -> (matrix [row][column], column labels, row labels)), values in
+    [0, 1], NaN left blank."""
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows), squeeze=False)
+    image = None
+    for ax, (label, (matrix, xlabels, ylabels)) in zip(axes.flat, panels.items()):
         image = ax.imshow(matrix, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto", origin="upper")
         for i, row in enumerate(matrix):
             for j, value in enumerate(row):
                 if not math.isnan(value):
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
                             color="black" if 0.25 < value < 0.85 else "white")
-        ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], rotation=45 if len(lengths) > 5 else 0)
-        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+        ax.set_xticks(range(len(xlabels)), xlabels, rotation=45 if len(xlabels) > 5 else 0)
+        ax.set_yticks(range(len(ylabels)), ylabels)
         ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel(f"depth of the {'key' if task == 'passkey' else 'needle'} (0 = start)")
-        ax.set_title(series[key].label, fontsize=10)
-    for ax in list(axes.flat)[len(keys):]:
+        ax.set_ylabel(ylabel)
+        ax.set_title(label, fontsize=10)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(f"{task} accuracy by length and depth")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.colorbar(image, ax=axes.ravel().tolist(), label="accuracy", shrink=0.8)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=scale, shrink=0.8)
     try:
         return save_png(fig, path)
     finally:

@@ -118,6 +118,15 @@ def grid(rows: Iterable[Result], task: str, metric: str) -> dict[tuple, dict[tup
     return dict(out)
 
 
+def ruler_grid(rows: Iterable[Result]) -> dict[tuple, dict[tuple[int, str], float]]:
+    """series key -> {(length, RULER task or 'average'): score}; tasks that did not fit a length (n = 0) left out."""
+    out: dict[tuple, dict] = defaultdict(dict)
+    for r in rows:
+        if r.task == "ruler" and r.n > 0:
+            out[series_key(r)][(r.length, r.metric)] = r.value
+    return dict(out)
+
+
 def effective_length(accuracy_by_length: dict[int, float], threshold: float = EFFECTIVE_THRESHOLD) -> int | None:
     """The longest length with accuracy ≥ threshold and every shorter evaluated length too; None if the
     shortest already fails. See EFFECTIVE_DEFINITION."""
@@ -129,9 +138,9 @@ def effective_length(accuracy_by_length: dict[int, float], threshold: float = EF
     return best
 
 
-def effective_cell(accuracy_by_length: dict[int, float]) -> str:
+def effective_cell(accuracy_by_length: dict[int, float], threshold: float = EFFECTIVE_THRESHOLD) -> str:
     """The effective length as a table cell: the length, or '<L' when the shortest length L already fails."""
-    length = effective_length(accuracy_by_length)
+    length = effective_length(accuracy_by_length, threshold)
     return f"<{min(accuracy_by_length)}" if length is None else str(length)
 
 
