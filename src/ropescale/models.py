@@ -1,11 +1,14 @@
-"""Loading models and tokenizers by name: the embedded default, a local directory, or a Hub id.
+"""Loading models and tokenizers by name: the embedded default, a local directory, a Hub id, or a .gguf file.
 
 One loader for every command, so that a wrong path, a missing config.json or a corrupted weights file
-gets the same clear message everywhere.
+gets the same clear message everywhere. A .gguf file loads through transformers' GGUF support (weights
+dequantized to the requested dtype, tokenizer from the file; needs the `gguf` package, `ropescale[gguf]`); the
+loaded model forgets its GGUF origin, so it saves as an ordinary checkpoint.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -16,8 +19,17 @@ from ropescale.patch import install_dynamic_reset_hook
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
+GGUF_EXTRA = "pip install 'ropescale[gguf]'"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def is_gguf(name: str | Path | None) -> bool:
+    return name is not None and str(name).lower().endswith(".gguf")
+
+
 def resolve_model(name: str | Path | None) -> str:
-    """Map a --model value to what `from_pretrained` takes; None or "embedded" is the embedded checkpoint."""
+    """Map a --model value to what `from_pretrained` takes; None or "embedded" is the embedded checkpoint; a
+    .gguf file stays a file path (`pretrained_args` splits it)."""
     if name is None or str(name) == "embedded":
         path = ropescale.embedded_model_path()
         if not (path / "config.json").is_file():
@@ -25,9 +37,13 @@ def resolve_model(name: str | Path | None) -> str:
         return str(path)
     text = str(name)
     path = Path(text).expanduser()
+    if is_gguf(text):
+        if not path.is_file():
+            raise ValueError(f"`model` {text!r} does not exist")
+        return str(path)
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"`model` {text!r} is a file; give a model directory or a Hub id")
+            raise ValueError(f"`model` {text!r} is a file; give a model directory, a .gguf file or a Hub id")
         if not (path / "config.json").is_file():
             raise ValueError(f"`model` {text!r} has no config.json; give a Hugging Face model directory")
         return str(path)
@@ -36,9 +52,22 @@ def resolve_model(name: str | Path | None) -> str:
     return text
 
 
+def pretrained_args(resolved: str) -> tuple[str, dict]:
+    """(what `from_pretrained` takes, its extra keyword arguments): a .gguf file is its folder + gguf_file."""
+    if not is_gguf(resolved):
+        return resolved, {}
+    if importlib.util.find_spec("gguf") is None:
+        raise ValueError(f"`model` {resolved!r} is a GGUF file, which needs the gguf package: {GGUF_EXTRA}")
+    path = Path(resolved)
+    return str(path.parent), {"gguf_file": path.name}
+
+
 def read_config_dict(name: str | Path | None) -> dict:
-    """config.json as a dict, without downloading weights (a Hub id fetches config.json only)."""
+    """config.json as a dict, without downloading weights (a Hub id fetches config.json only; a GGUF file's
+    metadata is read as transformers reads it)."""
     resolved = resolve_model(name)
+    if is_gguf(resolved):
+        return load_config(resolved).to_dict()
     path = Path(resolved)
     if path.is_dir():
         file = path / "config.json"
@@ -64,18 +93,35 @@ def load_config(name: str | Path | None):
     from transformers import AutoConfig  # heavy: loaded when a command first needs a model
 
     resolved = resolve_model(name)
+    target, kwargs = pretrained_args(resolved)
     try:
-        return AutoConfig.from_pretrained(resolved)
+        return AutoConfig.from_pretrained(target, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"`model` {resolved!r}: could not read its config ({_first_line(exc)})") from None
 
 
-def load_tokenizer(name: str | Path | None):
+def has_tokenizer(name: str | Path | None) -> bool:
+    """Whether the model comes with a tokenizer (a directory of config and weights alone does not; a GGUF file and
+    a Hub id are assumed to)."""
+    resolved = resolve_model(name)
+    path = Path(resolved)
+    return not path.is_dir() or any((path / f).is_file() for f in TOKENIZER_FILES)
+
+
+def load_tokenizer(name: str | Path | None, required: bool = True):
+    """The model's tokenizer; None when `required` is False and the model directory has none (commands that need
+    no text: extend, export, plan)."""
     from transformers import AutoTokenizer
 
     resolved = resolve_model(name)
+    if not has_tokenizer(resolved):
+        if required:
+            raise ValueError(f"`model` {resolved!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}); "
+                             "this command needs text: add the tokenizer of the model it was trained from")
+        return None
+    target, kwargs = pretrained_args(resolved)
     try:
-        return AutoTokenizer.from_pretrained(resolved)
+        return AutoTokenizer.from_pretrained(target, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"`model` {resolved!r}: could not load its tokenizer ({_first_line(exc)})") from None
 
@@ -88,16 +134,30 @@ def load_model(name: str | Path | None, *, dtype=None, device=None, attn_impleme
     from safetensors import SafetensorError  # a truncated or corrupted weights file; not an OSError
 
     resolved = resolve_model(name)
+    target, kwargs = pretrained_args(resolved)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=dtype or torch.float32, attn_implementation=attn_implementation)
+            target, dtype=dtype or torch.float32, attn_implementation=attn_implementation, **kwargs)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
         # transformers raises on an unknown architecture or missing weights
         raise ValueError(f"`model` {resolved!r}: could not load the model ({_first_line(exc)})") from None
+    if kwargs:
+        forget_gguf(model)
     if device is not None:
         model.to(device)
     install_dynamic_reset_hook(model)  # a no-op unless the checkpoint uses a dynamic rope type
     return model.eval()
+
+
+def forget_gguf(model) -> None:
+    """A GGUF-loaded model holds dequantized weights but keeps a `quantization_config` of method gguf, with which
+    `save_pretrained` refuses to save; drop it (and the quantizer) so it saves as an ordinary checkpoint."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for attr in ("hf_quantizer", "quantization_method"):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
+    model.is_quantized = False
 
 
 def _first_line(exc: BaseException) -> str:

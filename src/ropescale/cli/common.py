@@ -37,7 +37,7 @@ int_list = list_of(positive_int, "positive integers")
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
-                        help="checkpoint directory or Hugging Face Hub id (default: the embedded model)")
+                        help="checkpoint directory, .gguf file or Hugging Face Hub id (default: the embedded model)")
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:

@@ -19,9 +19,10 @@ from ropescale.io import write_json_atomic
 from ropescale.model_info import ModelInfo
 from ropescale.models import read_config_dict, resolve_model
 
-HELP = "print (or write as JSON) the transformers config keys, vLLM flags or llama.cpp flags for a checkpoint"
+HELP = ("print (or write as JSON) the transformers config keys, vLLM flags or llama.cpp flags for a checkpoint, or "
+        "write a GGUF file that carries its scaling")
 
-TARGETS = ("hf", "vllm", "llamacpp")
+TARGETS = ("hf", "vllm", "llamacpp", "gguf")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", required=True, choices=TARGETS, help="runtime: " + ", ".join(TARGETS))
     parser.add_argument("--max-len", type=positive_int, default=None,
                         help="longest sequence to serve (default: L0 x factor of the checkpoint's rope)")
-    parser.add_argument("--output", default=None, help="also write the settings to this JSON file")
+    parser.add_argument("--output", default=None, help="also write the settings to this JSON file; --to gguf: the "
+                        "GGUF file to write")
+    parser.add_argument("--gguf", default=None, help="--to gguf: the base model's GGUF file, copied with the "
+                        "extension's metadata (its weights and tokenizer are kept as they are)")
     parser.add_argument("--write-config", action="store_true",
                         help="--to hf only: rewrite the checkpoint's config.json with both rope schemas")
 
@@ -77,10 +81,14 @@ def _lines(target: str, model: str, settings: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.write_config and args.to != "hf":
         raise ValueError("--write-config applies only to --to hf")
+    if (args.to == "gguf") != (args.gguf is not None):
+        raise ValueError("--gguf BASE.gguf goes with --to gguf (and --to gguf needs it, with --output OUT.gguf)")
     config = read_config_dict(args.model)
     info = ModelInfo.from_config(config)
     spec = info.rope
     max_len = args.max_len or default_max_len(spec, config)
+    if args.to == "gguf":
+        return _gguf(args, spec, info, max_len)
     settings = _EXPORTERS[args.to](spec, info, max_len)
     result = {"target": args.to, "model": str(args.model or "embedded"), "spec": repr(spec), "max_len": max_len,
               **settings}
@@ -102,3 +110,23 @@ def _write_output(path, data: dict[str, Any]) -> None:
     if path.is_dir():
         raise ValueError(f"--output {str(path)!r} is a directory; give a file path for the JSON")
     write_json_atomic(path, data)
+
+
+def _gguf(args: argparse.Namespace, spec, info: ModelInfo, max_len: int) -> int:
+    """Write --output: the base GGUF with the checkpoint's scaling in its metadata; print what was written."""
+    from ropescale.export.gguf import write_extended_gguf
+
+    base, out = Path(args.gguf).expanduser(), args.output
+    if not base.is_file() or base.suffix.lower() != ".gguf":
+        raise ValueError(f"--gguf {args.gguf!r} is not a .gguf file")
+    if not out or not str(out).lower().endswith(".gguf") or Path(out).resolve() == base.resolve():
+        raise ValueError("--to gguf needs --output OUT.gguf, a new .gguf file beside or away from --gguf")
+    settings = write_extended_gguf(base, spec, max_len, info.head_dim, out)
+    keys = ", ".join(f"{k} = {f'[{len(v)} values]' if isinstance(v, list) else json.dumps(v)}"
+                     for k, v in settings["gguf"].items())
+    print(f"gguf: {spec!r}, up to {max_len} tokens")
+    print(f"wrote {out}: {keys}")
+    print(f"serve it with no rope flags: llama-server -m {out} -c {max_len}")
+    for note in settings["lossy"]:
+        print(f"lost: {note}")
+    return 0

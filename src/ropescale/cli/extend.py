@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     spec = spec_from_args(args, model)  # a model without RoPE is refused here, one of the wrong type by apply
     apply(model, spec)
-    output = save_extended(model, load_tokenizer(args.model), spec, args.output, args.overwrite,
+    output = save_extended(model, load_tokenizer(args.model, required=False), spec, args.output, args.overwrite,
                            provenance={"source": str(args.model or "embedded"), "command": "extend"})
     print(f"wrote {output}: {spec!r}, max_position_embeddings {model.config.max_position_embeddings}")
     print(f"loading: {loading_note(spec)}")

