@@ -128,7 +128,7 @@ CASES = [
     ("model-no-config", ["eval", "perplexity", "--model", "{no_config}", "--output", "{root}/r.jsonl"],
      "no config.json"),
     ("model-is-file", ["plan", "--model", "{short_txt}", "--target-length", "1024"],
-     "is a file; give a model directory or a Hub id"),
+     "is a file; give a model directory, a .gguf file or a Hub id"),
     ("model-corrupt-weights", ["extend", "--model", "{corrupt}", "--method", "yarn", "--factor", "2", "--output",
                                "{root}/x"], "could not load the model"),
     ("model-without-rope", ["extend", "--model", "{gpt2}", "--method", "yarn", "--factor", "2", "--output",
