@@ -56,6 +56,9 @@ def test_trials_are_fixed_by_the_seed_with_spread_depths(embedded_tokenizer):
     assert all(len(t.key) == 5 and len(t.prompt_ids) == 250 for t in a)
 
 
+PASSKEY_ONLY = {"passkey": 1.0}
+
+
 def _documents(tokenizer, row):
     """Split a passkey training row at EOS into decoded documents."""
     docs, current = [], []
@@ -69,16 +72,16 @@ def _documents(tokenizer, row):
     return docs
 
 
-def test_passkey_rows_are_whole_documents_with_training_fillers(embedded_tokenizer):
+def test_passkey_only_task_rows_are_whole_documents_with_training_fillers(embedded_tokenizer):
     from ropescale.data import embedded_corpus
-    from ropescale.data.passkey import passkey_rows
+    from ropescale.data.synthetic import task_rows
 
     texts = [d.text for d in embedded_corpus("train")[:3]]
-    rows, answers = passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128)
+    rows, answers = task_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128, mix=PASSKEY_ONLY)
     assert rows.shape == answers.shape == (6, 1024) and answers.dtype == torch.bool
-    again = passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128)
+    again = task_rows(embedded_tokenizer, 6, 1024, texts, seed=3, min_len=128, mix=PASSKEY_ONLY)
     assert torch.equal(rows, again[0]) and torch.equal(answers, again[1])
-    assert not torch.equal(rows, passkey_rows(embedded_tokenizer, 6, 1024, texts, seed=4, min_len=128)[0])
+    assert not torch.equal(rows, task_rows(embedded_tokenizer, 6, 1024, texts, seed=4, min_len=128, mix=PASSKEY_ONLY)[0])
     n_docs = 0
     for row, is_answer in zip(rows, answers):
         keys = []
@@ -95,12 +98,12 @@ def test_passkey_rows_are_whole_documents_with_training_fillers(embedded_tokeniz
     assert n_docs > 6   # rows hold several documents of different lengths
 
 
-def test_passkey_rows_put_some_keys_at_either_end(embedded_tokenizer):
+def test_passkey_only_task_rows_put_some_keys_at_either_end(embedded_tokenizer):
     from ropescale.data import embedded_corpus
-    from ropescale.data.passkey import passkey_rows
+    from ropescale.data.synthetic import task_rows
 
     texts = [d.text for d in embedded_corpus("train")[:3]]
-    rows, _ = passkey_rows(embedded_tokenizer, 40, 256, texts, seed=0, min_len=100)
+    rows, _ = task_rows(embedded_tokenizer, 40, 256, texts, seed=0, min_len=100, mix=PASSKEY_ONLY)
     docs = [embedded_tokenizer.decode(doc, skip_special_tokens=True)
             for row in rows for doc in _documents(embedded_tokenizer, row)]
     first = sum(d.startswith(TASK + "\n\nThe pass key is") for d in docs)
@@ -109,8 +112,8 @@ def test_passkey_rows_put_some_keys_at_either_end(embedded_tokenizer):
     assert 0.06 * len(docs) <= first <= 0.2 * len(docs) and 0.06 * len(docs) <= last <= 0.2 * len(docs)
 
 
-def test_passkey_rows_refuse_rows_too_short_for_a_document(embedded_tokenizer):
-    from ropescale.data.passkey import passkey_rows
+def test_passkey_only_task_rows_refuse_rows_too_short_for_a_document(embedded_tokenizer):
+    from ropescale.data.synthetic import task_rows
 
-    with pytest.raises(ValueError, match="passkey documents need at least"):
-        passkey_rows(embedded_tokenizer, 1, 40, ["some words here"], seed=0, min_len=8)
+    with pytest.raises(ValueError, match="training documents need at least"):
+        task_rows(embedded_tokenizer, 1, 40, ["some words here"], seed=0, min_len=8, mix=PASSKEY_ONLY)

@@ -131,19 +131,6 @@ def passkey_trials(
     return [passkey_prompt(tokenizer, length, d, random_key(rng, digits), filler) for d in depths]
 
 
-def training_filler(rng: random.Random, texts: list[str], words: list[str]) -> str:
-    """Filler for a training passkey document, drawn from the training texts, never the Landmark sentence that
-    the evaluation uses: half the time 4–24 random words (repeated, they can be predicted only by copying from
-    context, the skill retrieval needs), otherwise one line of 100–400 characters from a text. `words` must not be
-    empty (they are the words of `texts`)."""
-    if rng.random() < 0.5:
-        return " ".join(rng.choice(words) for _ in range(rng.randint(4, 24)))
-    text = rng.choice(texts)
-    n_chars = rng.randint(100, 400)
-    start = rng.randrange(max(1, len(text) - n_chars))
-    return " ".join(text[start : start + n_chars].split()) or rng.choice(words)   # a blank stretch: one word
-
-
 # Share of training documents with the key line at each end (no filler before it, or none between it and the
 # question). Uniform depths almost never produce them, and without them fine-tuning on far keys unlearnt copying a
 # key that sits right before the question (two probes on the embedded model: 0-50 % at depth 1 against 75-100 % at 0.5).
@@ -154,42 +141,3 @@ def training_depth(rng: random.Random) -> float:
     """A key depth for a training document: uniform, and each end `END_DEPTH_SHARE` of the time."""
     u = rng.random()
     return 0.0 if u < END_DEPTH_SHARE else 1.0 if u < 2 * END_DEPTH_SHARE else rng.random()
-
-
-def passkey_rows(
-    tokenizer, n_rows: int, seq_len: int, texts: list[str], seed: int, min_len: int, digits: int = 5
-) -> tuple[torch.LongTensor, torch.BoolTensor]:
-    """[n_rows, seq_len] rows of whole passkey documents (prompt + answer + EOS), for fine-tuning data that keeps
-    the retrieval skill of a model pretrained on such documents (the embedded model), and the [n_rows, seq_len]
-    mask of their answer tokens (the key after the question), the tokens fine-tuning scores.
-
-    Each row is filled with documents of min_len..remaining tokens (half of them as long as the row allows), keys
-    and depths drawn from `seed` (uniform, and each end `END_DEPTH_SHARE` of the time), fillers from `texts`
-    (`training_filler`). The evaluation's prompts share the template (task line, key line, question) but not the
-    filler or, except by chance, the keys.
-    """
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token, which ends every passkey document")
-    answer_len = len(_answer_ids(tokenizer, "1" * digits))
-    min_len = max(min_len, sum(map(len, _frame(tokenizer, "1" * digits))) + answer_len + 1 + 8)
-    if seq_len < min_len:
-        raise ValueError(f"passkey documents need at least {min_len} tokens, longer than the rows ({seq_len})")
-    texts = [t for t in texts if t.strip()]
-    words = sorted({w for t in texts for w in t.split() if w.isalpha()})
-    if not words:
-        raise ValueError("passkey training documents need text with words for their fillers")
-    rng = random.Random(seed)
-    rows, answers = [], []
-    for _ in range(n_rows):
-        row: list[int] = []
-        is_answer: list[bool] = []
-        while len(row) < seq_len:
-            left = seq_len - len(row)
-            total = left if left < 2 * min_len or rng.random() < 0.5 else rng.randint(min_len, left - min_len)
-            prompt = passkey_prompt(tokenizer, total - answer_len - 1, training_depth(rng), random_key(rng, digits),
-                                    training_filler(rng, texts, words))
-            row += prompt.prompt_ids + prompt.answer_ids + [tokenizer.eos_token_id]
-            is_answer += [False] * len(prompt.prompt_ids) + [True] * len(prompt.answer_ids) + [False]
-        rows.append(row)
-        answers.append(is_answer)
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(answers, dtype=torch.bool)

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ropescale.data.ruler import TASKS as RULER_TASKS
 from ropescale.rope import METHODS
 
 DEFAULT_METHODS = ("linear", "ntk", "dynamic", "yarn", "dynamic-yarn")
 # keys of FinetuneConfig that the study sets itself, per run
 STUDY_OWNED = ("model", "method", "factor", "output", "resume", "overwrite")
 DTYPES = ("float32", "bfloat16", "float16")
+RULER_STAGES = ("baseline", "training-free", "fine-tuned")
 # the demo's fine-tuning budget (recipes/study-embedded.yaml explains each value)
 DEMO_FINETUNE = {"data": "embedded", "steps": 200, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 20,
                  "schedule": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_checkpointing": False,
@@ -52,6 +54,10 @@ class EvalSettings:
     passkey_seed: int = 0
     batch_size: int = 1               # perplexity windows per forward pass
     passkey_batch_size: int = 8       # passkey trials per forward pass
+    ruler_samples: int = 0            # RULER prompts per task and length (0: no RULER)
+    ruler_tasks: tuple[str, ...] | None = None   # RULER tasks (None: the synthetic ones that fit)
+    ruler_models: tuple[str, ...] = ("baseline", "training-free", "fine-tuned")   # which stages run RULER
+    log_samples: bool = False         # write every passkey / RULER output to DIR/results.samples.jsonl
     chunk_size: int | None = None     # positions per logits chunk (None: sized from the vocabulary)
     dtype: str = "float32"            # weights dtype for evaluation (bfloat16 for 7B models on GPUs)
     device: str | None = None         # None: cuda when available, else cpu
@@ -63,6 +69,17 @@ class EvalSettings:
             value = getattr(self, name)
             _require(f"eval.{name}", value is None or (_is_int(value) and value >= 1), "a positive integer or null")
         _require("eval.passkey_seed", _is_int(self.passkey_seed), "an integer")
+        _require("eval.ruler_samples", _is_int(self.ruler_samples) and self.ruler_samples >= 0,
+                 "a non-negative integer")
+        _require("eval.ruler_tasks", self.ruler_tasks is None or (isinstance(self.ruler_tasks, (list, tuple)) and all(
+            t in RULER_TASKS for t in self.ruler_tasks) and len(self.ruler_tasks) > 0),
+                 "null or a non-empty list of " + ", ".join(RULER_TASKS))
+        if self.ruler_tasks is not None:
+            object.__setattr__(self, "ruler_tasks", tuple(self.ruler_tasks))
+        _require("eval.ruler_models", isinstance(self.ruler_models, (list, tuple)) and set(self.ruler_models) <= set(
+            RULER_STAGES), "a list of " + ", ".join(RULER_STAGES))
+        object.__setattr__(self, "ruler_models", tuple(self.ruler_models))
+        _require("eval.log_samples", isinstance(self.log_samples, bool), "true or false")
         depths = self.passkey_depths
         _require("eval.passkey_depths", isinstance(depths, (list, tuple)) and len(depths) > 0 and all(
             _is_number(d) and 0.0 <= d <= 1.0 for d in depths), "a non-empty list of numbers in [0, 1]")

@@ -30,7 +30,9 @@ from typing import Any
 import torch
 import yaml
 
-from ropescale.evaluate import PasskeyTask, PerplexityTask, ResultsFile, ShortContextTask, evaluate
+from ropescale.evaluate import PasskeyTask, PerplexityTask, ResultsFile, RulerTask, ShortContextTask, evaluate
+from ropescale.evaluate.ruler import THRESHOLD as RULER_THRESHOLD
+from ropescale.evaluate.samples import samples_path
 from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT, cell_prompts
 from ropescale.evaluate.perplexity import default_lengths
 from ropescale.evaluate.results import canonical
@@ -80,10 +82,18 @@ class Tasks:
     perplexity: Any
     passkey: Any
     short_context: Any
+    ruler: Any = None   # RulerTask, or None when the recipe runs no RULER
 
     def settings(self) -> dict[str, dict]:
         """Result.task -> the settings its rows must carry (besides rope and dtype) to belong to this study."""
-        return {t.name: t.settings() for t in (self.perplexity, self.passkey, self.short_context)}
+        tasks = (self.perplexity, self.passkey, self.short_context) + ((self.ruler,) if self.ruler else ())
+        return {t.name: t.settings() for t in tasks}
+
+    def of(self, stage: str, ruler_models: tuple[str, ...]) -> list:
+        """The tasks a stage's models run: perplexity and passkey (and short-context after fine-tuning), RULER
+        where the recipe asks for it."""
+        tasks = [self.perplexity, self.passkey] + ([self.short_context] if stage == "fine-tuned" else [])
+        return tasks + ([self.ruler] if self.ruler is not None and stage in ruler_models else [])
 
 
 def passkey_lengths(tokenizer, lengths: list[int], depths) -> list[int]:
@@ -113,7 +123,9 @@ def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int], l0: 
                             seed=e.passkey_seed, batch_size=e.passkey_batch_size),
         # the base model (not "the model without its spec": a fine-tuned model has no unscaled twin)
         short_context=ShortContextTask(baseline_model=config.model or "embedded", max_windows=short_windows,
-                                       batch_size=e.batch_size, chunk_size=e.chunk_size, **text))
+                                       batch_size=e.batch_size, chunk_size=e.chunk_size, **text),
+        ruler=RulerTask(lengths=lengths, samples=e.ruler_samples, seed=e.passkey_seed,
+                        **({"tasks": list(e.ruler_tasks)} if e.ruler_tasks else {})) if e.ruler_samples else None)
 
 
 # ------------------------------------------------------------------------------------------ entries
@@ -223,12 +235,13 @@ def _launch(launcher: tuple[str, ...], ft, run_dir: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ evaluation
 
-def evaluate_target(target: Target, tasks: list, results, device: str, dtype, progress: bool) -> int:
+def evaluate_target(target: Target, tasks: list, results, device: str, dtype, progress: bool,
+                    samples: Path | None = None) -> int:
     """Every task on one model; returns the number of cells measured now (0 when all were in results)."""
     cells = 0
     for task in tasks:
         rows = evaluate(task, target.model, output=results, spec=target.spec, label=target.label, device=device,
-                        dtype=dtype, progress=progress)
+                        dtype=dtype, progress=progress, samples=samples)
         cells += len({r.cell_key() for r in rows})
     return cells
 
@@ -253,8 +266,10 @@ class Study:
     tuned: list[Target] = dataclasses.field(default_factory=list)   # filled by the fine-tune stage
     report: Path | None = None
 
-    def evaluate(self, target: Target, tasks: list) -> int:
-        return evaluate_target(target, tasks, self.results, self.device, self.dtype, self.progress)
+    def evaluate(self, target: Target, stage: str) -> int:
+        samples = samples_path(self.results.path) if self.config.eval.log_samples else None
+        return evaluate_target(target, self.tasks.of(stage, self.config.eval.ruler_models), self.results,
+                               self.device, self.dtype, self.progress, samples)
 
 
 def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
@@ -327,7 +342,8 @@ def timed(tally: Tally):
 def stages(study: Study) -> list[tuple[str, str, Callable[[Study, Tally], None]]]:
     """The study's plan: (name, what it does, the work) per stage; fine-tuning only when the recipe has runs."""
     config, grid = study.config, f"{', '.join(map(str, study.lengths))} tokens (L0 = {study.l0})"
-    plan = [("baseline", f"{study.free[0].entry.name}, perplexity + passkey at {grid}", _baseline),
+    ruler = " + RULER" if study.tasks.ruler is not None else ""
+    plan = [("baseline", f"{study.free[0].entry.name}, perplexity + passkey{ruler} at {grid}", _baseline),
             ("training-free", f"{', '.join(config.methods) or 'no method'} ×{config.factor:g} at {grid}",
              _training_free)]
     if config.runs:
@@ -338,12 +354,12 @@ def stages(study: Study) -> list[tuple[str, str, Callable[[Study, Tally], None]]
 
 
 def _baseline(study: Study, tally: Tally) -> None:
-    tally.cells_measured = study.evaluate(study.free[0], [study.tasks.perplexity, study.tasks.passkey])
+    tally.cells_measured = study.evaluate(study.free[0], "baseline")
 
 
 def _training_free(study: Study, tally: Tally) -> None:
     for target in study.free[1:]:
-        tally.cells_measured += study.evaluate(target, [study.tasks.perplexity, study.tasks.passkey])
+        tally.cells_measured += study.evaluate(target, "training-free")
 
 
 def _finetune(study: Study, tally: Tally) -> None:
@@ -356,9 +372,8 @@ def _finetune(study: Study, tally: Tally) -> None:
 
 
 def _finetuned(study: Study, tally: Tally) -> None:
-    tasks = study.tasks
     for target in study.tuned:
-        tally.cells_measured += study.evaluate(target, [tasks.perplexity, tasks.passkey, tasks.short_context])
+        tally.cells_measured += study.evaluate(target, "fine-tuned")
 
 
 def _report(study: Study, tally: Tally) -> None:
@@ -395,8 +410,11 @@ def write_study_report(out: Path, entries: list[Entry], tasks: Tasks, config: St
         f"Passkey: accuracy averaged over lengths and depths ({config.eval.passkey_trials} trial(s) × "
         f"{len(config.eval.passkey_depths)} depth(s) per length), and key bits per digit (the key's teacher-forced "
         f"NLL / ln 2 per digit; guessing pays log2 10 = {UNIFORM_BITS_PER_DIGIT:.2f}, retrieval ~0); effective "
-        "length: the longest length with passkey accuracy ≥ 80 % at every length up to it. Fine-tune time: wall "
-        "clock of the run.",
+        "length: the longest length with passkey accuracy ≥ 80 % at every length up to it. "
+        + (f"RULER: the average score over its tasks that fit each length ({config.eval.ruler_samples} sample(s) per "
+           "task and length), averaged over lengths; RULER effective length: the longest length whose average is "
+           f"≥ {RULER_THRESHOLD} at every length up to it. " if tasks.ruler is not None else "")
+        + "Fine-tune time: wall clock of the run.",
         "", "## Findings", "", *findings(entries, numbers, lengths, l0, config.factor), "", "---", ""]
     title = (f"ropescale study: {config.label}, L0 = {l0} → ×{config.factor:g} "
              f"({evaluated_target_length(lengths, l0, config.factor)} tokens)")

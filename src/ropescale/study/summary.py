@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ropescale.evaluate.results import Result
+from ropescale.evaluate.ruler import THRESHOLD as RULER_THRESHOLD
 from ropescale.report.tables import EFFECTIVE_THRESHOLD, effective_cell, effective_length, mean_by_length
 
 KINDS = ("baseline", "training-free", "fine-tuned")
@@ -41,6 +42,7 @@ class Numbers:
     perplexity: dict[int, float] = field(default_factory=dict)
     passkey: dict[int, float] = field(default_factory=dict)
     key_bits: dict[int, float] = field(default_factory=dict)   # passkey key bits per digit (guessing: 3.32)
+    ruler: dict[int, float] = field(default_factory=dict)   # RULER average per length
     short_context_change: float | None = None   # perplexity at L0 / the base model's − 1
 
     @property
@@ -57,7 +59,8 @@ def collect(rows: Iterable[Result], entries: Sequence[Entry]) -> dict[str, Numbe
         numbers = Numbers(bits_per_byte=mean_by_length(mine, "perplexity", "bits_per_byte"),
                           perplexity=mean_by_length(mine, "perplexity", "perplexity"),
                           passkey=mean_by_length(mine, "passkey", "accuracy"),
-                          key_bits=mean_by_length(mine, "passkey", "key_bits_per_digit"))
+                          key_bits=mean_by_length(mine, "passkey", "key_bits_per_digit"),
+                          ruler=mean_by_length(mine, "ruler", "average"))
         change = [r.value for r in mine if r.task == "short-context" and r.metric == "relative_change"]
         numbers.short_context_change = change[-1] if change else None
         out[entry.name] = numbers
@@ -104,8 +107,10 @@ def headline_table(entries: Sequence[Entry], numbers: dict[str, Numbers], length
     training-free)."""
     best = {n: min((numbers[e.name].bits_per_byte[n] for e in entries if n in numbers[e.name].bits_per_byte
                     and math.isfinite(numbers[e.name].bits_per_byte[n])), default=None) for n in lengths}
+    ruler = any(numbers[e.name].ruler for e in entries)
     header = ["model / method", *[_length_name(n, l0) for n in lengths], "passkey (mean)", "key bits/digit",
-              "effective length", "fine-tune steps", "fine-tune time"]
+              "effective length", *(["RULER (mean)", "RULER effective length"] if ruler else []),
+              "fine-tune steps", "fine-tune time"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for e in entries:
         num = numbers[e.name]
@@ -117,7 +122,11 @@ def headline_table(entries: Sequence[Entry], numbers: dict[str, Numbers], length
         passkey = sum(num.passkey.values()) / len(num.passkey) if num.passkey else None
         key_bits = sum(num.key_bits.values()) / len(num.key_bits) if num.key_bits else None
         eff = effective_cell(num.passkey) if num.passkey else ""
-        lines.append("| " + " | ".join([e.name, *cells, _num(passkey, 2), _num(key_bits, 2), eff,
+        extra = []
+        if ruler:
+            r = num.ruler
+            extra = [_num(sum(r.values()) / len(r), 2) if r else "", effective_cell(r, RULER_THRESHOLD) if r else ""]
+        lines.append("| " + " | ".join([e.name, *cells, _num(passkey, 2), _num(key_bits, 2), eff, *extra,
                                         "" if e.steps is None else str(e.steps), _duration(e.seconds)]) + " |")
     return lines
 

@@ -46,8 +46,9 @@ class FinetuneConfig:
     text_field: str = setting("text", "jsonl/dataset column holding the text")
     data_split: str = setting("train", "split of 'embedded' or hf: data")
     seq_len: int | None = setting(None, "training sequence length (default: L0 x factor, the target length)")
-    passkey_share: float = setting(0.0, "fraction of rows made of synthetic passkey documents, fillers from the "
-                                        "data, scored on their answers only")
+    passkey_share: float = setting(0.0, "fraction of rows made of synthetic retrieval documents (passkey and RULER "
+                                        "formats, the embedded model's pretraining mixture), fillers from the data, "
+                                        "scored on their answers only")
     # optimisation (YaRN paper: AdamW β=(0.9, 0.95), lr 2e-5, no weight decay, 20 warmup steps)
     steps: int = setting(200, "optimizer steps")
     batch_size: int = setting(1, "rows per process per micro-step")

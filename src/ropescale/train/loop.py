@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 import ropescale
 from ropescale import models
 from ropescale.data import load_texts, pack, tokenize_documents
-from ropescale.data.passkey import passkey_rows
+from ropescale.data.synthetic import task_rows
 from ropescale.data.pose import pose_batch_position_ids
 from ropescale.export.hf import save_extended
 from ropescale.io import write_json_atomic
@@ -141,8 +141,9 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     """Documents of `config.data`, tokenized in order until `needed_rows` rows of `seq_len` are filled (or the
     corpus ends), packed with EOS between documents and BOS at the start of every row when the tokenizer has one.
 
-    With `passkey_share` > 0, exactly that fraction of the rows are synthetic passkey documents instead
-    (`ropescale.data.passkey.passkey_rows`, fillers from the same texts, seeded by `seed`), after the text rows;
+    With `passkey_share` > 0, exactly that fraction of the rows are synthetic retrieval documents instead
+    (`ropescale.data.synthetic.task_rows`: the embedded model's pretraining mixture of passkey and RULER needle and
+    tracing documents, fillers from the same texts, training keys, seeded by `seed`), after the text rows;
     `RowOrder` shuffles them. Only their answers are scored (completion-only loss, as instruction tuning does):
     the filler is noise to the language model, and the answer is the retrieval being taught.
     """
@@ -166,7 +167,7 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     rows = rows[:n_text]
     n_passkey = max(1, round(len(rows) * share / (1 - share)))   # the same share when the text is short
     texts = [doc.text for doc in docs[: len(token_docs)]]
-    passkey, answers = passkey_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8)
+    passkey, answers = task_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8)
     return TrainingRows(torch.cat([rows, passkey]), torch.cat([torch.ones_like(rows, dtype=torch.bool), answers]))
 
 
@@ -180,7 +181,8 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
             "rope": spec.to_hf() if spec is not None else None,
             "seq_len": seq_len, "target_len": target_len, "pose_window": config.pose_window,
             "lora_rank": config.lora_rank, "data": config.data, "seed": config.seed,
-            **({"passkey_share": config.passkey_share, "passkey_scored": "answers"} if config.passkey_share else {}),
+            **({"passkey_share": config.passkey_share, "passkey_scored": "answers", "passkey_rows": "mixture"}
+               if config.passkey_share else {}),
             "trainable_parameters": hashlib.sha256(json.dumps(trainable).encode()).hexdigest()[:16]}
 
 
