@@ -15,6 +15,13 @@ fixed seed, depths evenly spread over [0, 1]), so prompt + answer fill exactly L
 greedy decoding of len(answer) tokens reproduces " " + key exactly. Greedy exact match equals "the argmax at
 every answer position, fed the correct prefix, is the answer token", which is how it is computed here: one
 forward pass per batch of trials.
+
+Passkey by filler family: the same at L0 with each evaluation filler of `ropescale.data.fillers.EVAL_FAMILIES`
+(Landmark's sentences and the bundled essays, kinds no training document holds; held-out lines and held-out random
+words, training kinds made of held-out text), keys from the evaluation half (`fillers.key_split`).
+
+RULER at L0: `ropescale eval ruler` on the tasks that fit 256 tokens, `--ruler-samples` each; outputs in
+ruler.samples.jsonl beside the JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -34,7 +42,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from ropescale import embedded_model_path  # noqa: E402
 from ropescale.data import embedded_corpus, pack, tokenize_documents  # noqa: E402
-from ropescale.data.passkey import PasskeyPrompt, passkey_trials  # noqa: E402
+from ropescale.data.fillers import EVAL_FAMILIES, UNSEEN_FAMILIES, draw_filler, draw_key  # noqa: E402
+from ropescale.data.passkey import PasskeyPrompt, passkey_prompt, passkey_trials, random_key  # noqa: E402
 
 
 @torch.no_grad()
@@ -77,7 +86,29 @@ def eval_rows(tokenizer, length: int) -> torch.LongTensor:
     return pack(docs, length, tokenizer.eos_token_id, tokenizer.bos_token_id)
 
 
-def measure(model_dir: Path, l0: int, n_passkey: int, seed: int) -> dict:
+def family_trials(tokenizer, length: int, n: int, seed: int, family: str) -> list[PasskeyPrompt]:
+    """n trials at one length with a filler of `family` (drawn once from the seed), evaluation keys, depths evenly
+    spread over [0, 1]."""
+    rng = random.Random(f"measure:{seed}:{family}")
+    filler = " ".join(draw_filler(family, rng))
+    return [passkey_prompt(tokenizer, length, i / (n - 1), draw_key(rng, random_key, "eval"), filler)
+            for i in range(n)]
+
+
+def ruler_at(model, tokenizer, length: int, samples: int, out_dir: Path) -> dict:
+    """RULER scores at one length (the tasks that fit), through `ropescale eval ruler`'s task."""
+    from ropescale.evaluate import RulerTask, evaluate
+
+    out = out_dir / "ruler.jsonl"
+    out.unlink(missing_ok=True)
+    task = RulerTask(lengths=[length], samples=samples)
+    rows = evaluate(task, model, tokenizer=tokenizer, output=out, samples=out_dir / "ruler.samples.jsonl",
+                    progress=False)
+    out.unlink()
+    return {r.metric: round(r.value, 4) for r in rows if r.n > 0} | {"samples": samples}
+
+
+def measure(model_dir: Path, l0: int, n_passkey: int, seed: int, ruler_samples: int, out_dir: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -92,6 +123,14 @@ def measure(model_dir: Path, l0: int, n_passkey: int, seed: int) -> dict:
     trials = passkey_trials(tokenizer, l0 - answer_len, n_passkey, seed=seed)
     result["passkey_L0"] = {"accuracy": passkey_accuracy(model, trials), "trials": n_passkey, "seed": seed}
     print(f"passkey at L0 = {l0} ({n_passkey} trials): {result['passkey_L0']['accuracy']:.1%}", flush=True)
+    result["passkey_L0_by_filler"] = {}
+    for family in EVAL_FAMILIES:
+        acc = passkey_accuracy(model, family_trials(tokenizer, l0 - answer_len, n_passkey, seed, family))
+        result["passkey_L0_by_filler"][family] = {"accuracy": acc, "trials": n_passkey, "unseen_kind":
+                                                  family in UNSEEN_FAMILIES}
+        print(f"passkey at L0, {family} filler ({n_passkey} trials, evaluation keys): {acc:.1%}", flush=True)
+    result["ruler_L0"] = ruler_at(model, tokenizer, l0, ruler_samples, out_dir)
+    print(f"RULER at L0: {result['ruler_L0']}", flush=True)
     result["bpb_8L0"] = bits_per_byte(model, tokenizer, eval_rows(tokenizer, 8 * l0), batch=2)
     print(f"bpb at 8·L0 = {8 * l0} (no scaling): {result['bpb_8L0']['bpb']:.4f}", flush=True)
     result["seconds"] = round(time.time() - t0, 1)
@@ -104,13 +143,14 @@ def main() -> None:
     parser.add_argument("--l0", type=int, default=256)
     parser.add_argument("--passkey-trials", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="seed of the passkey keys")
+    parser.add_argument("--ruler-samples", type=int, default=50, help="RULER samples per task at L0")
     parser.add_argument("--json", type=Path, default=None, help="default: <model>/measurements.json")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    result = measure(args.model, args.l0, args.passkey_trials, args.seed)
     out = args.json or args.model / "measurements.json"
+    result = measure(args.model, args.l0, args.passkey_trials, args.seed, args.ruler_samples, out.parent)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -14,7 +14,8 @@ def tiny_study(model_dir, text_file, output, **overrides):
     values = dict(
         output=str(output), model=str(model_dir), model_label="tiny", factor=2.0, lengths=[64, 128],
         methods=["linear", "yarn"],
-        eval={"data": str(text_file), "max_tokens": 128, "passkey_trials": 1, "passkey_depths": [0.5]},
+        eval={"data": str(text_file), "max_tokens": 128, "passkey_trials": 1, "passkey_depths": [0.5],
+              "ruler_samples": 0},
         finetune={"data": str(text_file), "steps": 2, "seq_len": 128, "lr": 1e-3, "warmup_steps": 1,
                   "gradient_checkpointing": False, "save_every": 1},
         runs=[{"name": "yarn", "method": "yarn"}, {"name": "linear", "method": "linear"}])
@@ -53,6 +54,22 @@ def test_training_free_study_writes_results_report_and_figures(tiny_lm_dir, text
     measured = {(json.loads(line)["task"], json.loads(line)["length"]) for line in open(out / "results.jsonl")}
     assert measured == {("perplexity", 64), ("perplexity", 128), ("passkey", 128)}
     assert stages(out)["baseline"]["cells_measured"] == 3 and stages(out)["training-free"]["cells_measured"] == 6
+
+
+def test_a_study_runs_ruler_on_the_stages_it_names_and_keeps_every_output(tiny_lm_dir, text_file, tmp_path):
+    out = tmp_path / "study"
+    config = tiny_study(tiny_lm_dir, text_file, out, runs=[], lengths=[256], eval={
+        "data": str(text_file), "max_tokens": 512, "passkey_trials": 1, "passkey_depths": [0.5],
+        "ruler_samples": 1, "ruler_tasks": ["niah_single_1", "vt"], "ruler_models": ["baseline"],
+        "log_samples": True})
+    report = run_study(config, progress=False, log=lambda _: None)
+    header, rows = headline(report)
+    assert "RULER (mean)" in header and "RULER effective length" in header
+    ruler = [json.loads(line) for line in open(out / "results.jsonl") if json.loads(line)["task"] == "ruler"]
+    assert {(r["model"], r["metric"]) for r in ruler} == {("tiny", m) for m in ("niah_single_1", "vt", "average")}
+    samples = [json.loads(line) for line in open(out / "results.samples.jsonl")]
+    assert {s["task"] for s in samples} == {"passkey", "ruler"} and all("output" in s for s in samples)
+    assert "## RULER" in report.read_text()
 
 
 @pytest.mark.integration
