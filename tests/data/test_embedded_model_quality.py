@@ -27,3 +27,17 @@ def test_it_predicts_held_out_shakespeare(tmp_path):
     rows = evaluate(task, None, output=tmp_path / "r.jsonl", progress=False)
     bpb = next(r.value for r in rows if r.metric == "bits_per_byte")
     assert bpb <= 2.1
+
+
+def test_it_retrieves_rulers_single_needle_and_with_prose_it_never_saw(tmp_path):
+    from ropescale.data.fillers import essay_sentences
+    from ropescale.evaluate import RulerTask
+
+    rows = evaluate(RulerTask(lengths=[256], tasks=["niah_single_1"], samples=10), None,
+                    output=tmp_path / "r.jsonl", progress=False)
+    assert next(r.value for r in rows if r.metric == "niah_single_1") >= 0.9
+    essays = PasskeyTask(lengths=[256], depths=[0.0, 0.5, 1.0], trials=4, seed=5, filler=" ".join(essay_sentences()),
+                         filler_name="essays")
+    accuracy = [r.value for r in evaluate(essays, None, output=tmp_path / "p.jsonl", progress=False)
+                if r.metric == "accuracy"]
+    assert sum(accuracy) / len(accuracy) >= 0.9, accuracy

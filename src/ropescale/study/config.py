@@ -32,10 +32,12 @@ DEFAULT_METHODS = ("linear", "ntk", "dynamic", "yarn", "dynamic-yarn")
 STUDY_OWNED = ("model", "method", "factor", "output", "resume", "overwrite")
 DTYPES = ("float32", "bfloat16", "float16")
 RULER_STAGES = ("baseline", "training-free", "fine-tuned")
+# RULER's retrieval and tracing tasks that fit the embedded model's L0 = 256 (the others need 290+ tokens)
+DEMO_RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2", "vt")
 # the demo's fine-tuning budget (recipes/study-embedded.yaml explains each value)
 DEMO_FINETUNE = {"data": "embedded", "steps": 200, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 20,
                  "schedule": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_checkpointing": False,
-                 "save_every": 25, "seed": 42}
+                 "save_every": 25, "seed": 42, "passkey_share": 0.5}
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,10 @@ class EvalSettings:
     passkey_seed: int = 0
     batch_size: int = 1               # perplexity windows per forward pass
     passkey_batch_size: int = 8       # passkey trials per forward pass
-    ruler_samples: int = 0            # RULER prompts per task and length (0: no RULER)
-    ruler_tasks: tuple[str, ...] | None = None   # RULER tasks (None: the synthetic ones that fit)
-    ruler_models: tuple[str, ...] = ("baseline", "training-free", "fine-tuned")   # which stages run RULER
-    log_samples: bool = False         # write every passkey / RULER output to DIR/results.samples.jsonl
+    ruler_samples: int = 2            # RULER prompts per task and length (0: no RULER)
+    ruler_tasks: tuple[str, ...] | None = DEMO_RULER_TASKS   # RULER tasks (None: every synthetic one)
+    ruler_models: tuple[str, ...] = ("baseline", "fine-tuned")   # which stages run RULER
+    log_samples: bool = True          # write every passkey / RULER output to DIR/results.samples.jsonl
     chunk_size: int | None = None     # positions per logits chunk (None: sized from the vocabulary)
     dtype: str = "float32"            # weights dtype for evaluation (bfloat16 for 7B models on GPUs)
     device: str | None = None         # None: cuda when available, else cpu
