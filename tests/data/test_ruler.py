@@ -187,4 +187,6 @@ def test_task_rows_are_whole_documents_of_the_mixture_with_fillers_from_the_give
         text = embedded_tokenizer.decode(row, skip_special_tokens=True)
         assert "Shakespeare" not in text and "Enter" not in text  # fillers from the given texts only
         answer = embedded_tokenizer.decode([t for t, m in zip(row, mask) if m])
+        assert answer.endswith("</s>") and row.count(eos) == answer.count("</s>")  # each answer ends with its EOS
+        answer = answer.replace("</s>", "")
         assert answer.strip() and all(ch.isalnum() or ch in " ,.-" for ch in answer)

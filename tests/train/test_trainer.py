@@ -245,11 +245,13 @@ def test_passkey_share_replaces_that_fraction_of_rows(tiny_train_model_dir, text
     assert torch.equal(mixed.ids[:6], plain.ids[:6]) and len(mixed.ids) == 8   # 6 text rows, then 2 passkey rows
     for row in mixed.ids[6:].tolist():
         assert row[-1] == tokenizer.eos_token_id and "pass key" in tokenizer.decode(row)
-    # text rows score every token, passkey rows their answers only
+    # text rows score every token, passkey rows their answers and the EOS after each
     input_ids, labels = mixed.batch([5, 6])
     assert (labels[0, :-1] == input_ids[0, 1:]).all()
     scored = labels[1] != -100
-    assert 0 < int(scored.sum()) < 40 and tokenizer.decode(labels[1][scored]).replace(" ", "").isdigit()
+    answers = tokenizer.decode(labels[1][scored])
+    assert 0 < int(scored.sum()) < 40 and answers.endswith("</s>")
+    assert answers.replace("</s>", "").replace(" ", "").isdigit()
     out = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "run", passkey_share=0.25))
     summary = json.loads((out / "training.json").read_text())
     assert summary["settings"]["passkey_share"] == 0.25 and summary["final_loss"] > 0

@@ -34,7 +34,7 @@ NOISE_FAMILIES = ("noise-sentences", "random-words", "shakespeare-lines")  # sho
 
 class Document(NamedTuple):
     ids: list[int]  # prompt + answer + EOS
-    is_answer: list[bool]  # the answer tokens
+    is_answer: list[bool]  # the answer tokens and the EOS that ends them (the tokens worth scoring)
 
 
 def training_haystacks(rng: random.Random, pool: TextPool | None = None) -> Haystacks:
@@ -73,8 +73,9 @@ def training_document(tokenizer, rng: random.Random, total: int, depth: float,
 def _document(tokenizer, prompt: list[int], answer: list[int]) -> Document:
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, which ends every training document")
-    return Document(prompt + answer + [tokenizer.eos_token_id],
-                    [False] * len(prompt) + [True] * len(answer) + [False])
+    # the EOS after the answer is scored too (instruction tuning scores a completion's end token): a fine-tune
+    # that scored the digits alone learnt to run on past a 5-digit key into the 7 digits of RULER's values
+    return Document(prompt + answer + [tokenizer.eos_token_id], [False] * len(prompt) + [True] * (len(answer) + 1))
 
 
 def task_rows(tokenizer, n_rows: int, seq_len: int, texts: list[str], seed: int, min_len: int,

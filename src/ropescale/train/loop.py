@@ -181,7 +181,7 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
             "rope": spec.to_hf() if spec is not None else None,
             "seq_len": seq_len, "target_len": target_len, "pose_window": config.pose_window,
             "lora_rank": config.lora_rank, "data": config.data, "seed": config.seed,
-            **({"passkey_share": config.passkey_share, "passkey_scored": "answers", "passkey_rows": "mixture"}
+            **({"passkey_share": config.passkey_share, "passkey_scored": "answers+eos", "passkey_rows": "mixture"}
                if config.passkey_share else {}),
             "trainable_parameters": hashlib.sha256(json.dumps(trainable).encode()).hexdigest()[:16]}
 
