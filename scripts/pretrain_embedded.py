@@ -136,7 +136,8 @@ class Batches:
             cap = min(longest, a.seq_len - len(row))
             total = cap if rng.random() < 0.5 else rng.randint(a.pk_min_len, cap)
             doc = training_document(self.tok, rng, total, training_depth(rng))
-            answers += [len(row) + i for i, is_answer in enumerate(doc.is_answer) if is_answer]
+            # the answer tokens, not the EOS after them (every token is scored here; the answers weigh more)
+            answers += [len(row) + i for i, is_answer in enumerate(doc.is_answer[:-1]) if is_answer]
             row += doc.ids
         return row + self.lm_tokens(rng, a.seq_len - len(row)), answers
 

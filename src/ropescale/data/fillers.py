@@ -23,9 +23,10 @@ from importlib import resources
 from typing import NamedTuple
 
 from ropescale.data.corpus import CORPUS_DIR, embedded_corpus
+from ropescale.data.passkey import FILLER
 
 # Landmark Attention's filler, which RULER also uses as its "noise" haystack.
-LANDMARK = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+LANDMARK = FILLER
 
 TRAIN_FAMILIES = ("shakespeare-lines", "random-words", "noise-sentences", "shuffled-prose")
 EVAL_FAMILIES = ("landmark", "essays", "heldout-lines", "heldout-words")

@@ -16,8 +16,6 @@ import math
 import random
 from typing import NamedTuple
 
-import torch
-
 TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
     "I will quiz you about the important information there."
@@ -38,13 +36,14 @@ class PasskeyPrompt(NamedTuple):
     depth: float  # depth actually realised: filler tokens before the key / all filler tokens
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` without special tokens."""
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _special_prefix(tokenizer) -> list[int]:
+def special_prefix(tokenizer) -> list[int]:
     """The ids the tokenizer puts in front of every text (BOS for Llama-style tokenizers, nothing for GPT-2)."""
-    with_special, plain = tokenizer.encode("a"), _encode(tokenizer, "a")
+    with_special, plain = tokenizer.encode("a"), encode(tokenizer, "a")
     cut = len(with_special) - len(plain)
     return list(with_special[:cut]) if cut > 0 and list(with_special[cut:]) == plain else []
 
@@ -52,17 +51,17 @@ def _special_prefix(tokenizer) -> list[int]:
 def _answer_ids(tokenizer, key: str) -> list[int]:
     """Tokens of " {key}" as they follow QUESTION (tokenized together, so a tokenizer that merges the space
     into the previous word still gives the continuation the model would see)."""
-    question, full = _encode(tokenizer, QUESTION), _encode(tokenizer, f"{QUESTION} {key}")
+    question, full = encode(tokenizer, QUESTION), encode(tokenizer, f"{QUESTION} {key}")
     if full[: len(question)] == question:
         return full[len(question) :]
-    return _encode(tokenizer, f" {key}")
+    return encode(tokenizer, f" {key}")
 
 
 def _frame(tokenizer, key: str) -> tuple[list[int], list[int], list[int]]:
     """The prompt's fixed parts: special prefix + task line, key line, question."""
-    head = _special_prefix(tokenizer) + _encode(tokenizer, TASK + "\n")
-    key_line = _encode(tokenizer, "\n" + KEY_LINE.format(key=key) + "\n")
-    question = _encode(tokenizer, "\n" + QUESTION)
+    head = special_prefix(tokenizer) + encode(tokenizer, TASK + "\n")
+    key_line = encode(tokenizer, "\n" + KEY_LINE.format(key=key) + "\n")
+    question = encode(tokenizer, "\n" + QUESTION)
     return head, key_line, question
 
 
@@ -107,10 +106,10 @@ def _filler_tokens(tokenizer, filler: str, n: int) -> list[int]:
     """At least n tokens of the filler repeated; tokenized as one text so the token boundaries are natural."""
     if n == 0:
         return []
-    unit = max(1, len(_encode(tokenizer, filler)))
+    unit = max(1, len(encode(tokenizer, filler)))
     repeats = math.ceil(n / unit) + 1
     while True:
-        ids = _encode(tokenizer, " ".join([filler] * repeats))
+        ids = encode(tokenizer, " ".join([filler] * repeats))
         if len(ids) >= n:
             return ids
         repeats *= 2

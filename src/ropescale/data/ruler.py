@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ropescale.data.fillers import LANDMARK, cycle_sentences, draw_key, word_list
+from ropescale.data.passkey import encode, special_prefix
 
 NEEDLE = "One of the special magic {type} for {key} is: {value}."
 NIAH_TEMPLATE = (
@@ -130,7 +131,7 @@ class Haystacks:
 
 class Frame(NamedTuple):
     """What the model sees around the context: head ends where the context starts, tail is the question and the
-    answer prefix; `special` is the tokenizer's BOS when no chat template supplies it."""
+    answer prefix (text; the tokenizer's BOS goes in front when no chat template supplies it)."""
 
     head: str
     tail: str
@@ -149,23 +150,12 @@ def chat_frame(tokenizer, prompt: str, answer_prefix: str, chat_template: bool) 
     return Frame(head, tail + answer_prefix)
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
 def _continuation(tokenizer, prefix: str, text: str) -> list[int]:
     """Tokens of `text` as they follow `prefix` (tokenized together, so merges across the seam are the model's)."""
-    before, full = _encode(tokenizer, prefix), _encode(tokenizer, prefix + text)
+    before, full = encode(tokenizer, prefix), encode(tokenizer, prefix + text)
     if full[: len(before)] == before:
         return full[len(before):]
-    return _encode(tokenizer, text)
-
-
-def special_prefix(tokenizer) -> list[int]:
-    """The ids the tokenizer puts in front of every text (BOS for Llama-style tokenizers, nothing for GPT-2)."""
-    with_special, plain = tokenizer.encode("a"), _encode(tokenizer, "a")
-    cut = len(with_special) - len(plain)
-    return list(with_special[:cut]) if cut > 0 and list(with_special[cut:]) == plain else []
+    return encode(tokenizer, text)
 
 
 def layout(tokenizer, frame: Frame, needles: list[str], units: Iterator[str], depths: list[float],
@@ -176,15 +166,15 @@ def layout(tokenizer, frame: Frame, needles: list[str], units: Iterator[str], de
     with the template's newline); needle i goes before unit round(depths[i] * n_units). The last haystack units
     are cut in tokens to fit exactly.
     """
-    head, tail = prefix_ids + _encode(tokenizer, frame.head), _encode(tokenizer, frame.tail)
-    n_hay = n_prompt - len(head) - len(tail) - sum(len(_encode(tokenizer, sep + n)) for n in needles)
+    head, tail = prefix_ids + encode(tokenizer, frame.head), encode(tokenizer, frame.tail)
+    n_hay = n_prompt - len(head) - len(tail) - sum(len(encode(tokenizer, sep + n)) for n in needles)
     if n_hay < 0:
         raise ValueError(f"needs at least {n_prompt - n_hay} tokens with this tokenizer")
     hay: list[str] = []
     n_tokens = 0
     while n_tokens < n_hay + 4:  # a few spare tokens: the first element, without `sep`, may be shorter
         hay.append(next(units))
-        n_tokens += len(_encode(tokenizer, sep + hay[-1]))
+        n_tokens += len(encode(tokenizer, sep + hay[-1]))
     n_units = max(1, len(hay) - 1)
     slots = [min(n_units, round(d * n_units)) for d in depths]
     order: list[tuple[int, str]] = []  # (needle index or -1 for haystack, text)
@@ -192,7 +182,7 @@ def layout(tokenizer, frame: Frame, needles: list[str], units: Iterator[str], de
         order += [(j, needles[j]) for j in range(len(needles)) if slots[j] == i]
         order.append((-1, unit))
     order += [(j, needles[j]) for j in range(len(needles)) if slots[j] >= len(hay)]
-    pieces = [(j, _encode(tokenizer, text if k == 0 else sep + text)) for k, (j, text) in enumerate(order)]
+    pieces = [(j, encode(tokenizer, text if k == 0 else sep + text)) for k, (j, text) in enumerate(order)]
     excess = len(head) + sum(len(ids) for _, ids in pieces) + len(tail) - n_prompt
     for k in range(len(pieces) - 1, -1, -1):  # cut the excess from the last haystack units
         j, ids = pieces[k]
@@ -341,7 +331,7 @@ def cwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: ra
         frame = chat_frame(tokenizer, example + "\n" + CWE_TEMPLATE, CWE_ANSWER_PREFIX, chat_template)
         answer_ids = _continuation(tokenizer, frame.tail, " " + _numbered(common))
         prefix = [] if chat_template else special_prefix(tokenizer)
-        prompt = prefix + _encode(tokenizer, frame.head + text + frame.tail)
+        prompt = prefix + encode(tokenizer, frame.head + text + frame.tail)
         return RulerSample(prompt, answer_ids, common, -1.0)
 
     return _fit(build, n_prompt_and_answer, 11, max(11, n_prompt_and_answer // 2))
@@ -384,7 +374,7 @@ def fwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: ra
         frame = chat_frame(tokenizer, FWE_TEMPLATE, FWE_ANSWER_PREFIX, chat_template)
         answer_ids = _continuation(tokenizer, frame.tail, " " + ", ".join(ranked[1:4]))
         prefix = [] if chat_template else special_prefix(tokenizer)
-        prompt = prefix + _encode(tokenizer, frame.head + " ".join(words) + frame.tail)
+        prompt = prefix + encode(tokenizer, frame.head + " ".join(words) + frame.tail)
         return RulerSample(prompt, answer_ids, ranked[1:4], -1.0)
 
     # the 3rd answer must occur at least twice as often as a word of rank 5 (int() floors small counts to 0)
