@@ -48,13 +48,18 @@ def special_prefix(tokenizer) -> list[int]:
     return list(with_special[:cut]) if cut > 0 and list(with_special[cut:]) == plain else []
 
 
+def continuation(tokenizer, prefix: str, text: str) -> list[int]:
+    """Tokens of `text` as they follow `prefix` (tokenized together, so a tokenizer that merges the space into the
+    previous word still gives the continuation the model would see)."""
+    before, full = encode(tokenizer, prefix), encode(tokenizer, prefix + text)
+    if full[: len(before)] == before:
+        return full[len(before) :]
+    return encode(tokenizer, text)
+
+
 def _answer_ids(tokenizer, key: str) -> list[int]:
-    """Tokens of " {key}" as they follow QUESTION (tokenized together, so a tokenizer that merges the space
-    into the previous word still gives the continuation the model would see)."""
-    question, full = encode(tokenizer, QUESTION), encode(tokenizer, f"{QUESTION} {key}")
-    if full[: len(question)] == question:
-        return full[len(question) :]
-    return encode(tokenizer, f" {key}")
+    """Tokens of " {key}" as they follow QUESTION."""
+    return continuation(tokenizer, QUESTION, f" {key}")
 
 
 def _frame(tokenizer, key: str) -> tuple[list[int], list[int], list[int]]:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ropescale.data.fillers import LANDMARK, cycle_sentences, draw_key, word_list
-from ropescale.data.passkey import encode, special_prefix
+from ropescale.data.passkey import continuation, encode, special_prefix
 
 NEEDLE = "One of the special magic {type} for {key} is: {value}."
 NIAH_TEMPLATE = (
@@ -150,14 +150,6 @@ def chat_frame(tokenizer, prompt: str, answer_prefix: str, chat_template: bool) 
     return Frame(head, tail + answer_prefix)
 
 
-def _continuation(tokenizer, prefix: str, text: str) -> list[int]:
-    """Tokens of `text` as they follow `prefix` (tokenized together, so merges across the seam are the model's)."""
-    before, full = encode(tokenizer, prefix), encode(tokenizer, prefix + text)
-    if full[: len(before)] == before:
-        return full[len(before):]
-    return encode(tokenizer, text)
-
-
 def layout(tokenizer, frame: Frame, needles: list[str], units: Iterator[str], depths: list[float],
            n_prompt: int, sep: str, prefix_ids: list[int]) -> tuple[list[int], float]:
     """prefix + head + context + tail of exactly `n_prompt` tokens, and the realised depth of needle 0.
@@ -253,7 +245,7 @@ def niah_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, depth:
     outputs = [v for i in asked for v in values[i]]
     frame = chat_frame(tokenizer, template.format(type=kind_word, context="{context}", query=query),
                        prefix.format(type=kind_word, query=query), chat_template)
-    answer_ids = _continuation(tokenizer, frame.tail, " " + ", ".join(outputs) + ".")
+    answer_ids = continuation(tokenizer, frame.tail, " " + ", ".join(outputs) + ".")
     if task.haystack == "needle":
         units = _distractor_needles(rng, task, kind, hay.keys, taken)  # RULER: needles say "numbers" always
         sep = "\n"
@@ -288,7 +280,7 @@ def vt_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, depth: f
     chain = [f"VAR {names[0]} = {value}"] + [f"VAR {names[i + 1]} = VAR {names[i]}" for i in range(hops)]
     frame = chat_frame(tokenizer, VT_TEMPLATE.replace("{query}", value),
                        VT_ANSWER_PREFIX.format(num_v=hops + 1, query=value), chat_template)
-    answer_ids = _continuation(tokenizer, frame.tail, " " + ", ".join(names))
+    answer_ids = continuation(tokenizer, frame.tail, " " + ", ".join(names))
     # the chain in order: its first statement at `depth`, the rest spread over what follows
     depths = [depth] + sorted(depth + (1 - depth) * rng.random() for _ in range(hops))
     prompt, realised = layout(tokenizer, frame, chain, cycle_sentences(hay.noise), depths,
@@ -329,7 +321,7 @@ def cwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: ra
         text, common = _word_list_text(r, pool, n_words, freq_cw, freq_ucw)
         example = CWE_TEMPLATE.format(context=ex_text) + CWE_ANSWER_PREFIX + " " + _numbered(ex_common)
         frame = chat_frame(tokenizer, example + "\n" + CWE_TEMPLATE, CWE_ANSWER_PREFIX, chat_template)
-        answer_ids = _continuation(tokenizer, frame.tail, " " + _numbered(common))
+        answer_ids = continuation(tokenizer, frame.tail, " " + _numbered(common))
         prefix = [] if chat_template else special_prefix(tokenizer)
         prompt = prefix + encode(tokenizer, frame.head + text + frame.tail)
         return RulerSample(prompt, answer_ids, common, -1.0)
@@ -353,11 +345,10 @@ ZETA_2 = math.pi**2 / 6  # Riemann zeta(2): normalises Zipf counts with alpha = 
 
 
 def fwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: random.Random,
-               chat_template: bool = False, alpha: float = 2.0) -> RulerSample:
+               chat_template: bool = False) -> RulerSample:
     """Frequent words extraction (RULER `freq_words_extraction.py`): coded 6-letter words with Zipf counts
-    n * k^-alpha / zeta(alpha), vocabulary length/50, the most frequent replaced by "..."; answer the next 3."""
-    if alpha != 2.0:
-        raise ValueError(f"alpha must be 2.0 (the normaliser is zeta(2)), got {alpha}")
+    n * k^-2 / zeta(2) (RULER's alpha = 2), vocabulary length/50, the most frequent replaced by "..."; answer the
+    next 3."""
     vocab_size = max(4, n_prompt_and_answer // 50)
     vocab: set[str] = set()
     while len(vocab) < vocab_size:
@@ -368,11 +359,11 @@ def fwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: ra
     seed = rng.getrandbits(32)
 
     def build(n_words: int) -> RulerSample:
-        counts = [int(n_words * k**-alpha / ZETA_2) for k in range(1, len(ranked) + 1)]
+        counts = [int(n_words * k**-2 / ZETA_2) for k in range(1, len(ranked) + 1)]
         words = [w for w, c in zip(ranked, counts) for _ in range(c)]
         random.Random(seed).shuffle(words)
         frame = chat_frame(tokenizer, FWE_TEMPLATE, FWE_ANSWER_PREFIX, chat_template)
-        answer_ids = _continuation(tokenizer, frame.tail, " " + ", ".join(ranked[1:4]))
+        answer_ids = continuation(tokenizer, frame.tail, " " + ", ".join(ranked[1:4]))
         prefix = [] if chat_template else special_prefix(tokenizer)
         prompt = prefix + encode(tokenizer, frame.head + " ".join(words) + frame.tail)
         return RulerSample(prompt, answer_ids, ranked[1:4], -1.0)
