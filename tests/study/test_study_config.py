@@ -49,6 +49,7 @@ def _write(tmp_path, text):
     ("factor: 1\n", "factor must be a number > 1"),
     ("lengths: [256, 1]\n", "lengths must be a non-empty list of integers >= 2"),
     ("eval: {passkey_depths: [0.5, 2]}\n", "eval.passkey_depths must be a non-empty list of numbers in [0, 1]"),
+    ("eval: {passkey_lengths: []}\n", "eval.passkey_lengths must be null or a non-empty list of integers >= 2"),
     ("eval: {dtype: fp8}\n", "eval.dtype must be one of float32, bfloat16, float16"),
     ("finetune: {method: yarn}\n", "finetune: key 'method' is set by the study"),
     ("runs: [{method: yarn, output: x}]\n", "runs[yarn]: key 'output' is set by the study"),

@@ -72,6 +72,20 @@ def test_a_study_runs_ruler_on_the_stages_it_names_and_keeps_every_output(tiny_l
     assert "## RULER" in report.read_text()
 
 
+def test_passkey_lengths_restrict_the_passkey_grid_to_some_of_the_lengths(tiny_lm_dir, text_file, tmp_path):
+    out = tmp_path / "study"
+    config = tiny_study(tiny_lm_dir, text_file, out, runs=[], methods=["yarn"], lengths=[64, 128, 256], eval={
+        "data": str(text_file), "max_tokens": 256, "passkey_trials": 1, "passkey_depths": [0.5],
+        "passkey_lengths": [128], "ruler_samples": 0})
+    run_study(config, progress=False, log=lambda _: None)
+    measured = {(json.loads(line)["task"], json.loads(line)["length"]) for line in open(out / "results.jsonl")}
+    assert {n for task, n in measured if task == "passkey"} == {128}
+    assert {n for task, n in measured if task == "perplexity"} == {64, 128, 256}
+    with pytest.raises(ValueError, match=r"eval.passkey_lengths \[512\] must be some of the study's lengths"):
+        run_study(dataclasses.replace(config, eval=dataclasses.replace(config.eval, passkey_lengths=(512,))),
+                  progress=False, log=lambda _: None)
+
+
 @pytest.mark.integration
 def test_full_tiny_study_then_a_rerun_recomputes_nothing(tiny_lm_dir, text_file, tmp_path, monkeypatch):
     out = tmp_path / "study"

@@ -53,6 +53,7 @@ class EvalSettings:
     stride: int | None = None         # sliding-window perplexity (None: non-overlapping windows)
     passkey_trials: int = 3           # keys per (length, depth) cell
     passkey_depths: tuple[float, ...] = (0.0, 0.5, 1.0)
+    passkey_lengths: tuple[int, ...] | None = None   # passkey at these of the study's lengths (None: all of them)
     passkey_seed: int = 0
     batch_size: int = 1               # perplexity windows per forward pass
     passkey_batch_size: int = 8       # passkey trials per forward pass
@@ -86,6 +87,11 @@ class EvalSettings:
         _require("eval.passkey_depths", isinstance(depths, (list, tuple)) and len(depths) > 0 and all(
             _is_number(d) and 0.0 <= d <= 1.0 for d in depths), "a non-empty list of numbers in [0, 1]")
         object.__setattr__(self, "passkey_depths", tuple(float(d) for d in depths))
+        keyed = self.passkey_lengths
+        _require("eval.passkey_lengths", keyed is None or (isinstance(keyed, (list, tuple)) and len(keyed) > 0 and all(
+            _is_int(n) and n >= 2 for n in keyed)), "null or a non-empty list of integers >= 2")
+        if keyed is not None:
+            object.__setattr__(self, "passkey_lengths", tuple(sorted(set(keyed))))
         _require("eval.dtype", self.dtype in DTYPES, "one of " + ", ".join(DTYPES))
         for name in ("data", "split", "text_field"):
             _require(f"eval.{name}", isinstance(getattr(self, name), str), "a string")

@@ -316,10 +316,13 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None]) 
     l0 = info.original_max_position_embeddings
     lengths = list(config.lengths or default_lengths(l0))
     tokenizer = load_tokenizer(config.model)
-    keyed = passkey_lengths(tokenizer, lengths, config.eval.passkey_depths)
+    asked = config.eval.passkey_lengths
+    if asked is not None and not set(asked) <= set(lengths):
+        raise ValueError(f"eval.passkey_lengths {list(asked)} must be some of the study's lengths {lengths}")
+    keyed = passkey_lengths(tokenizer, list(asked or lengths), config.eval.passkey_depths)
     if not keyed:
         raise ValueError(f"lengths {lengths}: none is long enough for a passkey prompt; add a longer length")
-    if keyed != lengths:
+    if keyed != list(asked or lengths):
         log(f"passkey at {', '.join(map(str, keyed))} only: shorter lengths cannot hold the prompt")
     tasks = make_tasks(config, lengths, keyed, l0, tokenizer.bos_token_id is not None)
     device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
