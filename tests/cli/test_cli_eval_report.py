@@ -68,3 +68,16 @@ def test_eval_refuses_a_corrupt_results_file_before_working(capsys, tmp_path):
     bad = tmp_path / "r.jsonl"
     bad.write_text("garbage\n{}\n")
     one_line_error(capsys, ["eval", "perplexity", "--output", str(bad)], "line 1")
+
+
+def test_eval_ruler_runs_qa_from_a_file_and_says_in_one_line_what_it_skips(capsys, tiny_lm_dir, tmp_path):
+    from tests.qa_files import write_hotpotqa
+
+    base = ["eval", "ruler", "--model", str(tiny_lm_dir), "--lengths", "256", "--samples", "1",
+            "--output", str(tmp_path / "r.jsonl")]
+    assert main(base + ["--tasks", "niah_single_1,qa_1,qa_2", "--qa-file", write_hotpotqa(tmp_path / "h.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "ruler: qa_1 skipped: no --qa-file (SQuAD JSON for qa_1, HotpotQA JSON for qa_2)"
+    rows = {r["metric"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    assert rows["qa_1"]["n"] == 0 and rows["qa_2"]["n"] == 1 and rows["average"]["extra"]["skipped"] == ["qa_1"]
+    one_line_error(capsys, base + ["--qa-file", str(tmp_path / "none.json")], "--qa-file", "does not exist")

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from ropescale.data import fillers, ruler, synthetic
+from ropescale.data import fillers, qa, ruler, synthetic
+from tests.qa_files import write_hotpotqa, write_squad
 
 HAY = ruler.Haystacks(essay=fillers.essay_sentences())
 FIT_AT_512 = [n for n in ruler.SYNTHETIC_TASKS if n not in ("cwe", "fwe")]
@@ -190,3 +191,57 @@ def test_task_rows_are_whole_documents_of_the_mixture_with_fillers_from_the_give
         assert answer.endswith("</s>") and row.count(eos) == answer.count("</s>")  # each answer ends with its EOS
         answer = answer.replace("</s>", "")
         assert answer.strip() and all(ch.isalnum() or ch in " ,.-" for ch in answer)
+
+
+# ---- QA (qa_1: SQuAD, qa_2: HotpotQA) ----
+
+def test_squad_and_hotpotqa_files_are_read_as_documents_and_questions(tmp_path):
+    squad = qa.read_qa(write_squad(tmp_path / "s.json"))
+    assert squad.dataset == "squad" and len(squad.documents) == 60 and len(squad.questions) == 60
+    assert squad.questions[3].answers == ("River3",) and squad.questions[3].gold == (3,)
+    hotpot = qa.read_qa(write_hotpotqa(tmp_path / "h.json"))
+    assert hotpot.dataset == "hotpotqa" and len(hotpot.documents) == 90
+    first = hotpot.questions[0]
+    assert [hotpot.documents[i].split("\n")[0] for i in first.gold] == ["Label0", "Person0"]
+    assert hotpot.documents[first.gold[0]] == "Label0\nLabel0 was founded by Person0. It is a label."
+    assert [hotpot.documents[i].split("\n")[0] for i in first.related] == ["Other0"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("{", "is not JSON"), ('{"x": 1}', "is neither SQuAD JSON"), ('{"data": [{"title": 1}]}', "is not SQuAD JSON"),
+    ('[{"context": [], "question": "q"}]', "is not HotpotQA JSON"), ('{"data": []}', "holds no answerable question")])
+def test_bad_qa_files_are_named(tmp_path, text, message):
+    (tmp_path / "q.json").write_text(text)
+    with pytest.raises(ValueError, match=f"^`qa_files` '{tmp_path / 'q.json'}' {message}"):
+        qa.read_qa(tmp_path / "q.json")
+
+
+@pytest.mark.parametrize("name,writer", [("qa_1", write_squad), ("qa_2", write_hotpotqa)])
+def test_qa_samples_put_the_gold_documents_among_distractors_within_the_length(embedded_tokenizer, tmp_path, name,
+                                                                               writer):
+    qa_set = qa.read_qa(writer(tmp_path / "f.json"))
+    hay = ruler.Haystacks(qa=(qa_set,))
+    s = ruler.ruler_sample(embedded_tokenizer, name, 1024, 1, 3, hay=hay)
+    text = text_of(embedded_tokenizer, s)
+    assert text.startswith("Answer the question based on the given documents. Only give me the answer and do not "
+                           "output any other words.\n\nThe following are given documents.\n\nDocument 1:\n")
+    question = re.search(r"Question: (.*) Answer:$", text).group(1)
+    answer = s.outputs[0]
+    asked = next(q for q in qa_set.questions if q.text == question)
+    assert asked.answers == tuple(s.outputs) and answer[-1] in question
+    assert all(qa_set.documents[g] in text for g in asked.gold)   # every gold document is there
+    n_docs = len(re.findall(r"Document \d+:", text))
+    assert n_docs >= 4 and 0.0 <= s.depth <= 1.0
+    assert 1024 - 80 < len(s.prompt_ids) + len(s.answer_ids) <= 1024   # short by less than one document
+    assert ruler.score(name, " " + answer.lower(), s.outputs) == 1.0 and ruler.score(name, "no", s.outputs) == 0.0
+    again = ruler.ruler_sample(embedded_tokenizer, name, 2048, 1, 3, hay=hay)
+    assert again.outputs == s.outputs   # the same question at every length, as RULER
+
+
+def test_a_qa_file_too_small_for_the_length_is_refused_with_what_it_fills(embedded_tokenizer, tmp_path):
+    hay = ruler.Haystacks(qa=(qa.read_qa(write_squad(tmp_path / "s.json", n_paragraphs=3)),))
+    with pytest.raises(ValueError, match=r"^qa_1 at length 4096: the 3 documents of .* fill only \d+ of 4096 tokens; "
+                                         "give a larger QA file$"):
+        ruler.ruler_sample(embedded_tokenizer, "qa_1", 4096, 0, 1, hay=hay)
+    with pytest.raises(ValueError, match="qa_2 at length 512: needs a hotpotqa file"):
+        ruler.ruler_sample(embedded_tokenizer, "qa_2", 512, 0, 1, hay=hay)

@@ -61,9 +61,32 @@ def test_an_oracle_scores_one_on_every_task_and_its_outputs_are_logged(lm_tokeni
 def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match="`tasks` must be RULER task names"):
         RulerTask(tasks=["niah_single_9"])
-    with pytest.raises(ValueError, match="`tasks` qa_1 need a QA file"):
-        RulerTask(tasks=["qa_1"])
+    with pytest.raises(ValueError, match="`qa_files` '/nope.json' does not exist"):
+        RulerTask(tasks=["qa_1"], qa_files=["/nope.json"])
     with pytest.raises(ValueError, match="`samples` must be >= 1, got 0"):
         RulerTask(samples=0)
     with pytest.raises(ValueError, match="`chat_template` must be auto or none"):
         RulerTask(chat_template="yes")
+
+
+def test_qa_tasks_without_their_file_are_skipped_and_run_with_it(tiny_lm, tmp_path):
+    from tests.qa_files import write_squad
+
+    model, tokenizer = tiny_lm
+    task = RulerTask(lengths=[256], tasks=["niah_single_1", "qa_1", "qa_2"], samples=1)
+    assert task.without_file() == ["qa_1", "qa_2"]
+    rows = {r.metric: r for r in evaluate(task, model, tokenizer=tokenizer, output=tmp_path / "a.jsonl",
+                                          progress=False)}
+    assert rows["qa_1"].n == 0 and "needs a squad file" in rows["qa_1"].extra["skipped"]
+    assert rows["average"].extra["skipped"] == ["qa_1", "qa_2"] and rows["average"].n == 1
+    with_file = RulerTask(lengths=[256], tasks=["qa_1"], samples=2, qa_files=[write_squad(tmp_path / "squad.json")])
+    assert with_file.without_file() == [] and with_file.settings()["qa_files"] == {"squad": str(tmp_path / "squad.json")}
+    (row, average) = evaluate(with_file, model, tokenizer=tokenizer, output=tmp_path / "b.jsonl", progress=False)
+    assert row.metric == "qa_1" and row.n == 2 and average.value == row.value
+
+
+def test_two_files_of_one_dataset_are_refused(tmp_path):
+    from tests.qa_files import write_squad
+
+    with pytest.raises(ValueError, match="`qa_files` holds two squad files"):
+        RulerTask(qa_files=[write_squad(tmp_path / "a.json"), write_squad(tmp_path / "b.json")])

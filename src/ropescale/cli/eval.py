@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", default=None, help="the question, ending where the answer starts")
     parser.add_argument("--answer", default=None, help="the answer span (must occur in the needle)")
     parser.add_argument("--tasks", type=list_of(str, "RULER task names"), default=None,
-                        help="ruler: comma-separated RULER tasks (default: the 11 synthetic ones)")
+                        help="ruler: comma-separated RULER tasks (default: all 13; qa_1 and qa_2 need --qa-file)")
+    parser.add_argument("--qa-file", dest="qa_files", type=Path, action="append", default=None,
+                        help="ruler: a SQuAD (qa_1) or HotpotQA (qa_2) dev-set JSON file; repeat for both")
     parser.add_argument("--samples", type=positive_int, default=None, help="ruler: samples per task and length "
                         "(default 10)")
     parser.add_argument("--chat-template", dest="chat_template", choices=["auto", "none"], default=None,
@@ -152,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     from ropescale.models import load_config
 
     task = TASK_CLASSES[args.task](**_task_fields(args))
+    if args.task == "ruler" and task.without_file():
+        print(f"ruler: {', '.join(task.without_file())} skipped: no --qa-file (SQuAD JSON for qa_1, HotpotQA JSON "
+              "for qa_2)")
     output = ResultsFile(args.output)
     on_interrupt(args, lambda: f"every finished cell is in {args.output}; rerun the same command to measure the rest")
     if output.path.is_dir():

@@ -10,7 +10,8 @@ Templates, needle sentence, haystacks, key and value kinds, task parameters and 
 - cwe: a numbered word list where 10 words repeat more often than the rest, one worked example first;
 - fwe: made-up 6-letter words drawn from a Zipf distribution (alpha 2), "..." the most frequent; return the 3 most
   frequent words;
-- qa_1 / qa_2: a question over its gold paragraph among distractor documents (SQuAD / HotpotQA files).
+- qa_1 / qa_2: a question over its gold paragraph(s) among distractor documents of a SQuAD / HotpotQA file
+  (`ropescale.data.qa`), "Document i:" each, as many as fit.
 Scoring: string_match_all (the fraction of expected strings in the output, case-insensitive) for the synthetic
 tasks, string_match_part (1 if any expected string is in it) for QA.
 
@@ -37,6 +38,7 @@ from typing import NamedTuple
 
 from ropescale.data.fillers import LANDMARK, cycle_sentences, draw_key, word_list
 from ropescale.data.passkey import continuation, encode, special_prefix
+from ropescale.data.qa import QASet
 
 NEEDLE = "One of the special magic {type} for {key} is: {value}."
 NIAH_TEMPLATE = (
@@ -127,6 +129,7 @@ class Haystacks:
     noise: tuple[str, ...] = (LANDMARK,)
     essay: tuple[str, ...] = ()
     keys: str | None = "eval"  # "eval" | "train" | None (any key)
+    qa: tuple[QASet, ...] = ()  # qa_1 / qa_2: the SQuAD / HotpotQA files given (`ropescale.data.qa.read_qa`)
 
 
 class Frame(NamedTuple):
@@ -372,6 +375,45 @@ def fwe_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, rng: ra
     return _fit(build, n_prompt_and_answer, 80, max(80, n_prompt_and_answer * 2))
 
 
+DOCUMENT = "Document {i}:\n{document}"  # RULER's DOCUMENT_PROMPT
+
+
+def qa_sample(tokenizer, task: SyntheticTask, n_prompt_and_answer: int, index: int, seed: int, rng: random.Random,
+              hay: Haystacks, chat_template: bool = False) -> RulerSample:
+    """Question answering (RULER `qa.py`): a question's gold document(s) among distractor documents of the same
+    file, "Document i:" each, as many as fit; scored by string_match_part on the answers."""
+    qa = next((q for q in hay.qa if q.dataset == task.dataset), None)
+    if qa is None:
+        raise ValueError(f"needs a {task.dataset} file (qa_file / --qa-file: "
+                         f"{'SQuAD' if task.dataset == 'squad' else 'HotpotQA'} JSON)")
+    order = list(range(len(qa.questions)))
+    random.Random(f"qa:{seed}:{qa.dataset}").shuffle(order)  # the same question at every length, as RULER
+    question = qa.questions[order[index % len(order)]]
+    others = [i for i in range(len(qa.documents)) if i not in question.gold and i not in question.related]
+    rng.shuffle(others)
+    distractors = list(question.related) + others
+    frame = chat_frame(tokenizer, QA_TEMPLATE.replace("{query}", question.text), QA_ANSWER_PREFIX, chat_template)
+    answer_ids = continuation(tokenizer, frame.tail, " " + question.answers[0])
+    prefix = [] if chat_template else special_prefix(tokenizer)
+    placement = rng.getrandbits(32)
+
+    def build(n_docs: int) -> RulerSample:
+        docs = list(question.gold) + distractors[: n_docs - len(question.gold)]
+        random.Random(placement).shuffle(docs)
+        context = "\n\n".join(DOCUMENT.format(i=i + 1, document=qa.documents[d]) for i, d in enumerate(docs))
+        first = min(docs.index(g) for g in question.gold)
+        prompt = prefix + encode(tokenizer, frame.head + context + frame.tail)
+        return RulerSample(prompt, answer_ids, list(question.answers), first / max(1, len(docs) - 1))
+
+    total = len(question.gold) + len(distractors)
+    everything = build(total)
+    used = len(everything.prompt_ids) + len(everything.answer_ids)
+    if used < n_prompt_and_answer:  # the file ran out of documents before the length was filled
+        raise ValueError(f"the {len(qa.documents)} documents of {qa.source!r} fill only {used} of "
+                         f"{n_prompt_and_answer} tokens; give a larger QA file")
+    return everything if used == n_prompt_and_answer else _fit(build, n_prompt_and_answer, len(question.gold), total)
+
+
 def ruler_sample(tokenizer, task: str | SyntheticTask, length: int, index: int, n_samples: int, seed: int = 0,
                  hay: Haystacks | None = None, chat_template: bool = False) -> RulerSample:
     """Sample `index` of `n_samples` of a synthetic task at `length` tokens (prompt + reference answer), drawn
@@ -392,9 +434,9 @@ def ruler_sample(tokenizer, task: str | SyntheticTask, length: int, index: int, 
             return cwe_sample(tokenizer, task, length, rng, chat_template)
         if task.kind == "fwe":
             return fwe_sample(tokenizer, task, length, rng, chat_template)
+        return qa_sample(tokenizer, task, length, index, seed, rng, hay, chat_template)
     except ValueError as exc:
         raise ValueError(f"{task.name} at length {length}: {exc}") from None
-    raise ValueError(f"{task.name} is a QA task: build its samples with qa_sample from a QA file")
 
 
 def string_match_all(output: str, expected: list[str]) -> float:

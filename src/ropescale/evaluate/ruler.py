@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ropescale.data import fillers, ruler
+from ropescale.data.qa import read_qa
 from ropescale.evaluate.decoding import batches, generate_until, prefill
 from ropescale.evaluate.driver import Cell, Measurement, Subject
 from ropescale.evaluate.perplexity import default_lengths
@@ -32,13 +33,15 @@ class RulerTask:
     """RULER scores per task and length, and each length's average over its tasks."""
 
     lengths: list[int] | None = None
-    tasks: list[str] = field(default_factory=lambda: list(ruler.SYNTHETIC_TASKS))
+    tasks: list[str] = field(default_factory=lambda: list(ruler.TASKS))
     samples: int = 10
     seed: int = 0
     haystack: str | None = None  # essay haystack text; None: the bundled essays (fillers.essay_sentences)
     haystack_name: str = "essays"  # how the haystack is named in settings (e.g. its file path)
     chat_template: str = "auto"  # auto: the tokenizer's chat template when it has one; none: plain text
     batch_size: int = 4
+    qa_files: list[str] = field(default_factory=list)  # SQuAD (qa_1) / HotpotQA (qa_2) JSON files; without one,
+    #                                                    its QA task is skipped (rows with n = 0)
 
     name = "ruler"
 
@@ -47,10 +50,12 @@ class RulerTask:
         unknown = [t for t in self.tasks if t not in ruler.TASKS]
         if unknown or not self.tasks:
             raise ValueError(f"`tasks` must be RULER task names ({', '.join(ruler.TASKS)}), got {self.tasks}")
-        qa = [t for t in self.tasks if ruler.TASKS[t].kind == "qa"]
-        if qa:
-            raise ValueError(f"`tasks` {', '.join(qa)} need a QA file (SQuAD / HotpotQA), which ropescale does not "
-                             "read yet; leave them out")
+        self.qa_files = [str(f) for f in self.qa_files]
+        self._qa = tuple(read_qa(f) for f in self.qa_files)
+        datasets = [q.dataset for q in self._qa]
+        twice = next((d for d in datasets if datasets.count(d) > 1), None)
+        if twice:
+            raise ValueError(f"`qa_files` holds two {twice} files; give at most one SQuAD and one HotpotQA file")
         if self.samples < 1:
             raise ValueError(f"`samples` must be >= 1, got {self.samples}")
         if self.chat_template not in CHAT_TEMPLATE_MODES:
@@ -61,8 +66,14 @@ class RulerTask:
         self.metrics = tuple(self.tasks)  # per cell: one task; each length's average follows (`summarize`)
 
     def settings(self) -> dict:
+        qa = {"qa_files": {q.dataset: q.source for q in self._qa}} if self._qa else {}
         return {"samples": self.samples, "seed": self.seed, "haystack": self.haystack_name,
-                "chat_template": self.chat_template, "tasks": list(self.tasks)}
+                "chat_template": self.chat_template, "tasks": list(self.tasks), **qa}
+
+    def without_file(self) -> list[str]:
+        """The QA tasks asked for whose file was not given: each is skipped (a row with n = 0 per length)."""
+        given = {q.dataset for q in self._qa}
+        return [t for t in self.tasks if ruler.TASKS[t].kind == "qa" and ruler.TASKS[t].dataset not in given]
 
     def cells(self, subject: Subject) -> list[Cell]:
         lengths = self.lengths or default_lengths(subject.original_length)
@@ -72,7 +83,7 @@ class RulerTask:
         self._chat = self.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
 
     def build(self, tokenizer, task: str, length: int) -> list[ruler.RulerSample]:
-        hay = ruler.Haystacks(essay=self._essay, keys="eval")
+        hay = ruler.Haystacks(essay=self._essay, keys="eval", qa=self._qa)
         return [ruler.ruler_sample(tokenizer, task, length, i, self.samples, self.seed, hay, self._chat)
                 for i in range(self.samples)]
 

@@ -58,8 +58,9 @@ class EvalSettings:
     batch_size: int = 1               # perplexity windows per forward pass
     passkey_batch_size: int = 8       # passkey trials per forward pass
     ruler_samples: int = 2            # RULER prompts per task and length (0: no RULER)
-    ruler_tasks: tuple[str, ...] | None = DEMO_RULER_TASKS   # RULER tasks (None: every synthetic one)
+    ruler_tasks: tuple[str, ...] | None = DEMO_RULER_TASKS   # RULER tasks (None: all 13; QA needs ruler_qa_files)
     ruler_models: tuple[str, ...] = ("baseline", "fine-tuned")   # which stages run RULER
+    ruler_qa_files: tuple[str, ...] = ()   # SQuAD / HotpotQA JSON files for qa_1 / qa_2 (without: skipped)
     log_samples: bool = True          # write every passkey / RULER output to DIR/results.samples.jsonl
     chunk_size: int | None = None     # positions per logits chunk (None: sized from the vocabulary)
     dtype: str = "float32"            # weights dtype for evaluation (bfloat16 for 7B models on GPUs)
@@ -82,6 +83,9 @@ class EvalSettings:
         _require("eval.ruler_models", isinstance(self.ruler_models, (list, tuple)) and set(self.ruler_models) <= set(
             RULER_STAGES), "a list of " + ", ".join(RULER_STAGES))
         object.__setattr__(self, "ruler_models", tuple(self.ruler_models))
+        _require("eval.ruler_qa_files", isinstance(self.ruler_qa_files, (list, tuple)) and all(
+            isinstance(f, str) for f in self.ruler_qa_files), "a list of file paths")
+        object.__setattr__(self, "ruler_qa_files", tuple(self.ruler_qa_files))
         _require("eval.log_samples", isinstance(self.log_samples, bool), "true or false")
         depths = self.passkey_depths
         _require("eval.passkey_depths", isinstance(depths, (list, tuple)) and len(depths) > 0 and all(

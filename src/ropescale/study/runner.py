@@ -124,7 +124,7 @@ def make_tasks(config: StudyConfig, lengths: list[int], passkey: list[int], l0: 
         # the base model (not "the model without its spec": a fine-tuned model has no unscaled twin)
         short_context=ShortContextTask(baseline_model=config.model or "embedded", max_windows=short_windows,
                                        batch_size=e.batch_size, chunk_size=e.chunk_size, **text),
-        ruler=RulerTask(lengths=lengths, samples=e.ruler_samples, seed=e.passkey_seed,
+        ruler=RulerTask(lengths=lengths, samples=e.ruler_samples, seed=e.passkey_seed, qa_files=list(e.ruler_qa_files),
                         **({"tasks": list(e.ruler_tasks)} if e.ruler_tasks else {})) if e.ruler_samples else None)
 
 
