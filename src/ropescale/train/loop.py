@@ -55,7 +55,7 @@ from ropescale.train.lora import add_lora, count_parameters, merge_lora
 from ropescale.train.memory import adamw, release_freed_memory
 from ropescale.train.schedule import make_scheduler
 from ropescale.train.sequence_parallel import (Group, accelerator_kwargs, all_reduce_max, all_reduce_sum,
-                                               check_heads, check_installed, check_launch, current_group,
+                                               check_sequence_parallel, current_group,
                                                install_global_length, launched_world_size, shard_rows)
 
 
@@ -385,8 +385,6 @@ def setup(config: FinetuneConfig, output: Path, fresh: bool) -> Run:
     set_seed(config.seed)
     tokenizer = models.load_tokenizer(config.model)
     lm, spec, target_len = _scaled_model(config)
-    if config.sequence_parallel > 1:
-        check_heads(lm, config.sequence_parallel)
     if config.pose_window is not None and config.pose_window > target_len:
         raise ValueError(f"`pose_window` {config.pose_window} is longer than the target length {target_len}")
     seq_len = config.pose_window or config.seq_len or target_len
@@ -420,8 +418,7 @@ def _accelerator(config: FinetuneConfig, output: Path):
     size = config.sequence_parallel
     parallel = {}
     if size > 1:
-        check_installed()
-        check_launch(size, launched_world_size())
+        check_sequence_parallel(size, models.read_config_dict(config.model), launched_world_size())
         parallel = accelerator_kwargs(size, config.batch_size, config.grad_accum, config.max_grad_norm,
                                       _attn_implementation(), cuda)
     return Accelerator(

@@ -38,6 +38,7 @@ import torch
 from packaging.version import Version
 
 from ropescale.model_info import text_config
+from ropescale.rope.hf import config_value
 from ropescale.train.loss import IGNORE_INDEX
 
 MIN_DEEPSPEED = "0.18.2"    # accelerate refuses Ulysses with older DeepSpeed (Accelerator._prepare_deepspeed)
@@ -77,10 +78,11 @@ def check_launch(size: int, world_size: int) -> None:
 
 def check_heads(model_or_config, size: int) -> None:
     """DeepSpeed's rule (UlyssesSPAttentionHF): attention heads divisible by N; key/value heads divisible by N,
-    or N divisible by them (each kv head is then replicated over N / kv processes)."""
+    or N divisible by them (each kv head is then replicated over N / kv processes). A model, a transformers
+    config or a config.json dict."""
     text = text_config(model_or_config)
-    heads = text.num_attention_heads
-    kv = getattr(text, "num_key_value_heads", None) or heads
+    heads = int(config_value(text, "num_attention_heads"))
+    kv = int(config_value(text, "num_key_value_heads") or heads)
     if heads % size:
         raise ValueError(f"`sequence_parallel` {size} must divide the model's {heads} attention heads "
                          "(Ulysses gives every process heads / N of them)")
@@ -90,7 +92,8 @@ def check_heads(model_or_config, size: int) -> None:
 
 
 def check_sequence_parallel(size: int, model_or_config, world_size: int) -> None:
-    """Every constraint of `sequence_parallel` > 1, cheapest first."""
+    """Every constraint of `sequence_parallel` > 1, cheapest first (`model_or_config` as `check_heads` takes it),
+    so that a run that cannot work stops before a process group or a model is made."""
     if size == 1:
         return
     check_installed()
