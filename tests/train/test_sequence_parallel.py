@@ -22,8 +22,9 @@ from ropescale.io import read_loss_csv
 from ropescale.model_info import spec_for_model
 from ropescale.train import FinetuneConfig, finetune
 from ropescale.train.loss import IGNORE_INDEX, shift_labels
-from ropescale.train.sequence_parallel import (INSTALL, GlobalLength, check_heads, check_installed, check_launch,
-                                               install_global_length, rotary_modules, shard_rows)
+from ropescale.train.sequence_parallel import (INSTALL, GlobalLength, accelerator_kwargs, check_heads,
+                                               check_installed, check_launch, install_global_length,
+                                               rotary_modules, shard_rows)
 from tests.conftest import tiny_config, tiny_model
 
 PAD = 0
@@ -175,6 +176,30 @@ def test_missing_or_old_deepspeed_names_the_install_command(installed, word):
     check_installed({"deepspeed": "0.18.2", "accelerate": "1.12.0"}.get)
 
 
+def test_deepspeed_settings_come_from_the_run_unless_accelerate_launch_sets_them(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", raising=False)
+    monkeypatch.delenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", raising=False)
+    kwargs = accelerator_kwargs(2, micro_batch=3, grad_accum=4, max_grad_norm=0.5, attn_implementation="sdpa",
+                                cuda=False)
+    config = kwargs["deepspeed_plugin"].deepspeed_config
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]) == (3, 4)
+    assert config["gradient_clipping"] == 0.5 and config["zero_optimization"]["stage"] == 2   # accelerate's default
+    assert kwargs["parallelism_config"].sp_size == 2 and kwargs["kwargs_handlers"][0].backend == "gloo"
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "1")   # accelerate launch --zero_stage 1
+    assert accelerator_kwargs(2, 1, 1, None, "sdpa", False)["deepspeed_plugin"].zero_stage == 1
+    file = tmp_path / "ds.json"
+    file.write_text(json.dumps({"zero_optimization": {"stage": 1}, "gradient_accumulation_steps": 8,
+                                "train_micro_batch_size_per_gpu": "auto"}))
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(file))
+    with pytest.raises(ValueError, match="`grad_accum` is 4 but the DeepSpeed config file sets "
+                                         "gradient_accumulation_steps to 8"):
+        accelerator_kwargs(2, 1, 4, None, "sdpa", False)
+    assert accelerator_kwargs(2, 1, 8, None, "sdpa", False)["deepspeed_plugin"].deepspeed_config[
+        "train_micro_batch_size_per_gpu"] == 1
+
+
 def test_cli_says_each_error_in_one_line_with_exit_2(tiny_train_model_dir, text_file, tmp_path, capsys, monkeypatch):
     flags = ["finetune", "--model", str(tiny_train_model_dir), "--data", str(text_file), "--output", str(tmp_path / "o")]
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -199,32 +224,52 @@ def _env():
 
 
 CASES = {  # name -> settings; each is one process with the whole batch against 2 processes sharing every row
-    "yarn": {"method": "yarn", "batch_size": 1},
+    "yarn-lora": {"method": "yarn", "lora_rank": 4, "batch_size": 1},   # LoRA adapters + trainable embeddings, norms
     # an odd length (rows padded to 128), 2 rows and 2 micro-steps, a length-dependent rope
     "dynamic-padded": {"method": "dynamic", "seq_len": 127, "batch_size": 2, "grad_accum": 2},
     "pose-dynamic-yarn": {"method": "dynamic-yarn", "pose_window": 64, "batch_size": 2},
 }
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("case", list(CASES))
-def test_sequence_parallel_2_gives_the_one_process_losses_and_weights(tiny_train_model_dir, text_file, tmp_path, case):
-    from safetensors.torch import load_file
-
-    settings = dict(model=str(tiny_train_model_dir), data=str(text_file), factor=8.0, lr=1e-3, warmup_steps=1,
-                    seed=0, steps=3, **CASES[case])
+def _two_processes(settings: dict, output, *extra) -> None:
+    """`ropescale finetune --sequence-parallel 2` on 2 CPU processes (torch.distributed.run, gloo)."""
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
-    two = tmp_path / "sp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ropescale",
-           "finetune", *flags, "--sequence-parallel", "2", "--output", str(two)]
+           "finetune", *flags, "--sequence-parallel", "2", "--output", str(output), *extra]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    one = finetune(FinetuneConfig(**settings, output=str(tmp_path / "one")))
+
+
+def _same_losses_and_weights(one, two, steps):
+    from safetensors.torch import load_file
+
     a, b = read_loss_csv(one / "loss.csv"), read_loss_csv(two / "loss.csv")
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, steps + 1))
     for x, y in zip(a, b):
         assert x["tokens"] == y["tokens"] and abs(x["loss"] - y["loss"]) <= 1e-4 * abs(x["loss"])
     w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     assert w1.keys() == w2.keys()
-    for name in w1:   # fp32 rounding: a few ulps of the largest weight
+    for name in w1:   # fp32 rounding: a few ulps of weights of magnitude <= 1 (measured: at most 4.5e-7)
         assert float((w1[name] - w2[name]).abs().max()) <= 8 * torch.finfo(torch.float32).eps, name
+
+
+def _settings(model_dir, text_file, **extra):
+    return dict(model=str(model_dir), data=str(text_file), factor=8.0, lr=1e-3, warmup_steps=1, seed=0, **extra)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", list(CASES))
+def test_sequence_parallel_2_gives_the_one_process_losses_and_weights(tiny_train_model_dir, text_file, tmp_path, case):
+    settings = _settings(tiny_train_model_dir, text_file, steps=3, **CASES[case])
+    _two_processes(settings, tmp_path / "sp")
+    one = finetune(FinetuneConfig(**settings, output=str(tmp_path / "one")))
+    _same_losses_and_weights(one, tmp_path / "sp", steps=3)
+
+
+@pytest.mark.integration
+def test_a_sequence_parallel_run_resumes_from_its_deepspeed_checkpoint(tiny_train_model_dir, text_file, tmp_path):
+    settings = _settings(tiny_train_model_dir, text_file, method="dynamic", save_every=2)
+    _two_processes({**settings, "steps": 2}, tmp_path / "sp")
+    _two_processes({**settings, "steps": 4}, tmp_path / "sp", "--resume")
+    one = finetune(FinetuneConfig(**settings, steps=4, output=str(tmp_path / "one")))
+    _same_losses_and_weights(one, tmp_path / "sp", steps=4)

@@ -117,6 +117,7 @@ def accelerator_kwargs(size: int, micro_batch: int, grad_accum: int, max_grad_no
     run's settings where those leave them "auto". On CPU accelerate would not hand DeepSpeed a process group, so
     the gloo backend is named (DeepSpeed then runs on its CPU accelerator).
     """
+    # imported here: these exist only in accelerate >= 1.12, which `check_installed` asked for
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, ParallelismConfig
     from accelerate.utils.dataclasses import DeepSpeedSequenceParallelConfig
 
@@ -124,6 +125,11 @@ def accelerator_kwargs(size: int, micro_batch: int, grad_accum: int, max_grad_no
     if plugin.is_auto("train_micro_batch_size_per_gpu"):
         # ropescale feeds batches itself (no DataLoader), which is where accelerate would read it
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch
+    for field, key, value in (("grad_accum", "gradient_accumulation_steps", grad_accum),
+                              ("batch_size", "train_micro_batch_size_per_gpu", micro_batch)):
+        if plugin.deepspeed_config.get(key) != value:   # a DeepSpeed config file set its own
+            raise ValueError(f"`{field}` is {value} but the DeepSpeed config file sets {key} to "
+                             f"{plugin.deepspeed_config.get(key)}; give both the same value, or \"auto\" in the file")
     parallelism = ParallelismConfig(sp_size=size, sp_backend="deepspeed", sp_handler=DeepSpeedSequenceParallelConfig(
         sp_seq_length_is_variable=True, sp_attn_implementation=attn_implementation))
     handlers = [] if cuda else [InitProcessGroupKwargs(backend="gloo")]
