@@ -21,10 +21,11 @@ What this module adds, because ropescale's loop builds its own batches (every pr
 - `check_sequence_parallel`: the constraints, as errors naming `sequence_parallel` (heads divisible by N as
   DeepSpeed requires, a distributed launch of a multiple of N processes, recent enough accelerate/DeepSpeed).
 
-Where it was tested: `tests/train/test_sequence_parallel.py` runs the whole path (accelerate's DeepSpeed engine,
-Ulysses attention, these shards and hooks) in 2 CPU processes over gloo through `torch.distributed.run`, against
-one plain process; DeepSpeed falls back to its CPU accelerator with gloo there. Multi-GPU runs (NCCL, bf16,
-FlashAttention 2) use the same code and were not run by the tests.
+Where it was tested: `tests/train/test_sequence_parallel.py` runs the whole path (accelerate's DeepSpeed engine
+with ZeRO-2, Ulysses attention over sdpa, these shards and hooks, activation checkpointing, LoRA, PoSE, gradient
+accumulation, checkpoint and resume) in 2 CPU processes over gloo through `torch.distributed.run`, against one
+plain process with the same global batch; DeepSpeed runs on its CPU accelerator there. GPU runs (NCCL, bf16,
+FlashAttention 2, ZeRO-3, more processes) use the same code and have not been run.
 """
 
 from __future__ import annotations
