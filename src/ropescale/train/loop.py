@@ -8,7 +8,9 @@ FlashAttention 2. Optional: LoRA with trainable embeddings and norms (LongLoRA),
 accelerate is the only engine: `python -m ropescale finetune` runs one process; `torchrun`/`accelerate launch`
 run DDP (gloo on CPU, NCCL on GPU), and an accelerate FSDP or DeepSpeed config file needs no code change.
 Every process computes the same packed rows and takes its own share of each global batch, so the result does
-not depend on how many processes share the batch.
+not depend on how many processes share the batch. With `sequence_parallel` N, each group of N consecutive
+processes shares one share of rows, every process holding 1/N of each row's positions
+(`ropescale.train.sequence_parallel`: DeepSpeed Ulysses through accelerate).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import shutil
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -53,6 +54,9 @@ from ropescale.train.loss import IGNORE_INDEX, row_nll, shift_labels
 from ropescale.train.lora import add_lora, count_parameters, merge_lora
 from ropescale.train.memory import adamw, release_freed_memory
 from ropescale.train.schedule import make_scheduler
+from ropescale.train.sequence_parallel import (Group, accelerator_kwargs, all_reduce_max, all_reduce_sum,
+                                               check_sequence_parallel, current_group,
+                                               install_global_length, launched_world_size, shard_rows)
 
 
 class CausalLMLoss(torch.nn.Module):
@@ -62,17 +66,31 @@ class CausalLMLoss(torch.nn.Module):
     rows). Every row weighs the same whether it scores all its tokens (text) or a few (the answers of passkey
     documents), so the mean does not depend on how a global batch is split between processes and micro-batches.
     Full-vocabulary logits never exist for the whole sequence (`ropescale.train.loss.row_nll`).
+
+    Under sequence parallelism the module sees a shard of each row: `count_sum` (set once the group exists) sums
+    each row's scored tokens over the shards, so a shard returns its part of every row's mean, and the parts add
+    up (DeepSpeed sums the shards' gradients) to the row's mean.
     """
 
-    def __init__(self, lm: torch.nn.Module, chunk_size: int | None):
+    def __init__(self, lm: torch.nn.Module, chunk_size: int | None, sequence_parallel: bool = False):
         super().__init__()
         self.lm = lm
         self.chunk_size = chunk_size
+        self.count_sum: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if sequence_parallel:
+            self.config = lm.config   # accelerate hands DeepSpeed's Ulysses setup the prepared module's config
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None):
-        kwargs = {"position_ids": position_ids} if position_ids is not None else {}
+        kwargs = {}
+        if position_ids is not None:
+            # an explicit all-ones mask: without one, transformers (5.x, masking_utils.find_packed_sequence_indices)
+            # reads every jump in position_ids as a new packed document and masks attention across it, which
+            # would cut PoSE's skipped chunks off from each other
+            kwargs = {"position_ids": position_ids, "attention_mask": torch.ones_like(input_ids)}
         nll, n = row_nll(self.lm, input_ids, labels, chunk_size=self.chunk_size, use_cache=False, **kwargs)
+        if self.count_sum is not None:
+            n = self.count_sum(n)
         return (nll / n.clamp(min=1)).sum(), torch.tensor(input_ids.shape[0], device=nll.device)
 
 
@@ -111,13 +129,14 @@ class RowOrder:
 
 def clip_and_step(accelerator, params, optimizer, scheduler, max_grad_norm: float | None) -> float:
     """Clip the global gradient norm to `max_grad_norm` (skipped when None/0), step, zero the gradients.
-    Returns the norm before clipping."""
+    Returns the norm before clipping (nan when DeepSpeed, which clips and steps inside `backward`, did not
+    measure it)."""
     limit = max_grad_norm if max_grad_norm else math.inf  # clipping to inf only measures the norm
     norm = accelerator.clip_grad_norm_(params, limit)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return math.nan if norm is None else float(norm)
 
 
 class TrainingRows(NamedTuple):
@@ -311,12 +330,18 @@ class Run:
     params: list[torch.nn.Parameter]
     n_trainable: int
     n_total: int
+    group: Group               # sequence-parallel group and data-parallel coordinates of this process
     resumed_from_step: int | None = None
     clock: Clock | None = None
 
     @property
     def global_batch(self) -> int:
-        return self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes
+        return self.config.batch_size * self.config.grad_accum * self.group.dp_size
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return self.tokenizer.eos_token_id if pad is None else pad
 
 
 @dataclass
@@ -353,12 +378,7 @@ def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = 
 def setup(config: FinetuneConfig, output: Path, fresh: bool) -> Run:
     """The accelerator, the scaled model, the packed rows, LoRA and the optimiser, in the order that fixes the
     random numbers (seed, then model, then data, then LoRA's initialisation)."""
-    cuda = torch.cuda.is_available()
-    accelerator = Accelerator(
-        cpu=not cuda,                          # accelerate runs DDP over gloo on CPUs only when told so
-        mixed_precision="bf16" if cuda else "no",   # fp32 on CPU
-        step_scheduler_with_optimizer=False,   # the schedule counts optimizer steps, whatever the process count
-        log_with=config.report_to, project_dir=str(output))
+    accelerator = _accelerator(config, output)
     if accelerator.is_main_process and fresh:
         clear_output_dir(output)
     accelerator.wait_for_everyone()
@@ -368,7 +388,7 @@ def setup(config: FinetuneConfig, output: Path, fresh: bool) -> Run:
     if config.pose_window is not None and config.pose_window > target_len:
         raise ValueError(f"`pose_window` {config.pose_window} is longer than the target length {target_len}")
     seq_len = config.pose_window or config.seq_len or target_len
-    global_batch = config.batch_size * config.grad_accum * accelerator.num_processes
+    global_batch = config.batch_size * config.grad_accum * accelerator.num_processes // config.sequence_parallel
     rows = training_rows(config, tokenizer, seq_len, config.steps * global_batch)
     lm = _trainable(lm, config)
     n_trainable, n_total = count_parameters(lm)
@@ -378,9 +398,35 @@ def setup(config: FinetuneConfig, output: Path, fresh: bool) -> Run:
     optimizer = adamw(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                       weight_decay=config.weight_decay)
     scheduler = make_scheduler(optimizer, config.schedule, config.warmup_steps, config.steps)
-    model, optimizer, scheduler = accelerator.prepare(CausalLMLoss(lm, config.loss_chunk_size), optimizer, scheduler)
+    size = config.sequence_parallel
+    loss_module = CausalLMLoss(lm, config.loss_chunk_size, sequence_parallel=size > 1)
+    model, optimizer, scheduler = accelerator.prepare(loss_module, optimizer, scheduler)
+    group = current_group(size, accelerator.process_index, accelerator.num_processes)   # built by prepare
+    if size > 1:
+        install_global_length(lm, all_reduce_max(group.group))
+        loss_module.count_sum = all_reduce_sum(group.group)
     return Run(config, output, accelerator, tokenizer, spec, target_len, seq_len, rows,
-               RowOrder(len(rows.ids), config.seed), lm, model, optimizer, scheduler, params, n_trainable, n_total)
+               RowOrder(len(rows.ids), config.seed), lm, model, optimizer, scheduler, params, n_trainable, n_total,
+               group)
+
+
+def _accelerator(config: FinetuneConfig, output: Path):
+    """The Accelerator of the run: plain (DDP, or FSDP/DeepSpeed from `accelerate launch`'s config), or DeepSpeed
+    Ulysses over `sequence_parallel` processes. Gradient accumulation is accelerate's: DeepSpeed steps inside
+    `backward` and must know which micro-step is the last."""
+    cuda = torch.cuda.is_available()
+    size = config.sequence_parallel
+    parallel = {}
+    if size > 1:
+        check_sequence_parallel(size, models.read_config_dict(config.model), launched_world_size())
+        parallel = accelerator_kwargs(size, config.batch_size, config.grad_accum, config.max_grad_norm,
+                                      _attn_implementation(), cuda)
+    return Accelerator(
+        cpu=not cuda and size == 1,            # accelerate runs DDP over gloo on CPUs only when told so
+        mixed_precision="bf16" if cuda else "no",   # fp32 on CPU
+        gradient_accumulation_steps=config.grad_accum,
+        step_scheduler_with_optimizer=False,   # the schedule counts optimizer steps, whatever the process count
+        log_with=config.report_to, project_dir=str(output), **parallel)
 
 
 def _trainable(lm, config: FinetuneConfig):
@@ -426,16 +472,16 @@ def train(run: Run, state: TrainerState, on_step: Callable[[int], None] | None) 
     run.clock, start, tokens_at_start = Clock(state.elapsed_s), state.step, state.tokens
     try:
         for step in range(start, config.steps):
-            loss_sum, n_rows = _accumulate(run, step)
+            loss_sum = _accumulate(run, step)
             lr = run.scheduler.get_last_lr()[0]
             if accelerator.device.type == "cpu" and step == start:
                 release_freed_memory()   # before AdamW allocates its state on top of the gradients; later steps
                 #                          reuse the freed blocks (trimming every step costs ~13 % on small models)
             grad_norm = clip_and_step(accelerator, run.params, run.optimizer, run.scheduler, config.max_grad_norm)
-            totals = accelerator.reduce(torch.stack([loss_sum, n_rows]), reduction="sum")   # global mean loss
+            total = accelerator.reduce(loss_sum, reduction="sum")   # summed row means of the global batch
             state = TrainerState(step=step + 1, samples_seen=(step + 1) * run.global_batch,
                                  tokens=state.tokens + run.global_batch * run.seq_len, elapsed_s=run.clock.elapsed(),
-                                 loss=float(totals[0] / totals[1]), fingerprint=state.fingerprint)
+                                 loss=float(total) / run.global_batch, fingerprint=state.fingerprint)
             if main:
                 _show_step(run, state, lr, grad_norm, log, bar, tokens_at_start)
             if config.report_to:
@@ -454,37 +500,36 @@ def train(run: Run, state: TrainerState, on_step: Callable[[int], None] | None) 
 
 def _micro_batch(run: Run, step: int, micro: int):
     """(input_ids [B, seq_len], position_ids [B, seq_len] or None, labels or None) of this process's micro-batch,
-    on its device; PoSE position ids skip over the target length."""
-    config, accelerator = run.config, run.accelerator
-    samples = sample_indices(step, micro, accelerator.process_index, accelerator.num_processes, config.batch_size,
-                             config.grad_accum)
+    on its device; PoSE position ids skip over the target length. Under sequence parallelism, this process's
+    shard of those rows ([B, seq_len'/N], global positions and labels; `shard_rows`)."""
+    config, group, device = run.config, run.group, run.accelerator.device
+    samples = sample_indices(step, micro, group.dp_rank, group.dp_size, config.batch_size, config.grad_accum)
     input_ids, labels = run.rows.batch([run.order(s) for s in samples])   # [B, seq_len]
-    input_ids = input_ids.to(accelerator.device)
-    labels = labels.to(accelerator.device) if labels is not None else None
     position_ids = None
     if config.pose_window is not None:
         seeds = [(config.seed << 40) + s for s in samples]
         position_ids = pose_batch_position_ids(run.seq_len, run.target_len, seeds, config.pose_chunks)
-        position_ids = position_ids.to(accelerator.device)
-    return input_ids, position_ids, labels
+    if group.size > 1:
+        labels = shift_labels(input_ids) if labels is None else labels   # shifted before the cut
+        input_ids, position_ids, labels = shard_rows(input_ids, labels, position_ids, group.size, group.rank,
+                                                     run.pad_id)
+    return tuple(t.to(device) if t is not None else None for t in (input_ids, position_ids, labels))
 
 
-def _accumulate(run: Run, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and backward of every micro-batch of one optimizer step, gradients synchronised once (on the last);
-    returns this process's summed row losses and its number of rows."""
+def _accumulate(run: Run, step: int) -> torch.Tensor:
+    """Forward and backward of every micro-batch of one optimizer step, gradients synchronised once (on the last;
+    `accelerator.accumulate` counts the micro-steps); returns this process's summed row losses."""
     config, accelerator = run.config, run.accelerator
     loss_total = torch.zeros((), device=accelerator.device)
-    rows_total = torch.zeros((), device=accelerator.device)
     for micro in range(config.grad_accum):
         input_ids, position_ids, labels = _micro_batch(run, step, micro)
-        last = micro == config.grad_accum - 1
-        with nullcontext() if last else accelerator.no_sync(run.model):  # sync gradients once per step
-            loss_sum, n_rows = run.model(input_ids, position_ids, labels)
-            # every process holds as many rows: the mean over the global batch after DDP averages
-            accelerator.backward(loss_sum / (n_rows * config.grad_accum))
+        with accelerator.accumulate(run.model):
+            loss_sum, _ = run.model(input_ids, position_ids, labels)
+            # every process holds batch_size rows: the mean over the global batch once DDP averages (DeepSpeed
+            # sums a sequence-parallel group's shards) and accelerate divides by grad_accum
+            accelerator.backward(loss_sum / config.batch_size)
         loss_total += loss_sum.detach().float()
-        rows_total += n_rows
-    return loss_total, rows_total
+    return loss_total
 
 
 def _show_step(run: Run, state: TrainerState, lr: float, grad_norm: float, log: LossLog, bar, tokens_at_start: int):
