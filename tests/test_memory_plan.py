@@ -82,8 +82,8 @@ def test_checkpointing_keeps_one_layer_instead_of_all():
     arch = Architecture.from_config(_config("llama-3-8b"))
     on = estimate(arch, TrainShape(seq_len=4096)).parts["activations"]
     off = estimate(arch, TrainShape(seq_len=4096, gradient_checkpointing=False)).parts["activations"]
-    saved = mp.layer_saved(arch) * 4096 * 4
-    assert off - on == (arch.num_layers - 1) * saved
+    saved = mp.layer_saved(arch) * 4096 * 4 * mp.ACTIVATION_FACTOR["train"]   # fp32 on CPU
+    assert off - on == pytest.approx((arch.num_layers - 1) * saved, abs=2)
 
 
 def test_the_loss_chunk_is_the_one_train_loss_uses():

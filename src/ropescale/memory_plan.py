@@ -45,14 +45,21 @@ ZERO_STAGES = (0, 1, 2, 3)
 EVAL_KINDS = ("window", "prefill", "passkey")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
-# What the runtime itself takes on top of the tensors counted here, measured by benchmarks/memory_plan.py on CPU
-# (peak RSS of a fresh process minus its RSS before the model, for the embedded model at 1K tokens, where the
-# tensors are smallest): autograd's engine and thread pools, oneDNN/MKL scratch, glibc's heap slack.
-CPU_RUNTIME = {"train": 120 * MiB, "eval": 30 * MiB}
+# Calibrated on CPU by benchmarks/memory_plan.py, on the embedded model's cases only (least squares of the relative
+# error: measured peak RSS − RSS before the model = counted tensors + RUNTIME + (FACTOR − 1) × counted activations);
+# the other models' cases validate them (README's table). RUNTIME: what the runtime itself adds (autograd's engine
+# and thread pools, oneDNN scratch). ACTIVATION_FACTOR: per counted activation element, what the count misses (the
+# attention kernels' own buffers, freed blocks that the allocator keeps resident).
+CPU_RUNTIME = {"train": 48 * MiB, "eval": 18 * MiB}
+ACTIVATION_FACTOR = {"train": 1.23, "eval": 1.19}
 # On CUDA: cuBLAS workspaces and the caching allocator's fragmentation; not measured here (no GPU), the usual
 # allowance of PyTorch users, so a CUDA verdict near the limit deserves a measured run.
 CUDA_RUNTIME = {"train": 1 * GiB, "eval": 512 * MiB}
 CUDA_SLACK = 1.10
+# Buffers of [B, chunk, V] fp32 alive at once in the chunked loss: training recomputes the logits in the backward
+# pass and holds the log-softmax, its gradient and the logits' gradient; evaluation holds the logits and the
+# log-softmax.
+LOSS_BUFFERS = {"train": 3, "eval": 2}
 
 
 @dataclass(frozen=True)
@@ -212,9 +219,11 @@ def layer_saved(arch: Architecture, lora_rank: int | None = None) -> int:
     """Elements per token that one decoder layer keeps for its backward pass, besides its input: two RMSNorms
     (normalised value and output, 2H each), the attention residual (H), v and the rotated q and k that SDPA saves,
     its output and the contiguous copy that o_proj saves (2·q_dim), its log-sum-exp (nh), and the gated MLP's
-    gate, up, silu(gate) and their product (4I). LoRA adds each adapted projection's output sum."""
+    gate, up, silu(gate) and their product (4I). LoRA adds, per adapted projection (q, k, v, o), six tensors of its
+    output's size: peft computes base(x) + lora_B(lora_A(x))·scaling (the base output, lora_B's output, the scaled
+    copy, the sum) and the backward pass the gradients of two of them."""
     h, i, q, kv = arch.hidden_size, arch.intermediate_size, arch.q_dim, arch.kv_dim
-    lora = 0 if lora_rank is None else (q + 2 * kv + h + 4 * lora_rank)
+    lora = 0 if lora_rank is None else 6 * (q + 2 * kv + h) + 4 * lora_rank
     return 5 * h + 3 * q + 2 * kv + arch.num_heads + 4 * i + lora
 
 
@@ -246,13 +255,24 @@ def loss_chunk_elements(arch: Architecture, batch: int, tokens: int, chunk_size:
 
 # ------------------------------------------------------------------------------------ estimates
 
-def _state_bytes(arch: Architecture, shape: TrainShape, cuda: bool) -> dict[str, int]:
-    """Weights, gradients and optimiser state per GPU (see the module docstring for the bytes per parameter)."""
+def _trainable(arch: Architecture, shape: TrainShape) -> tuple[int, int, int, int]:
+    """Trainable parameters, in the order the backward pass produces their gradients: (the output layer, the decoder
+    layers and final norm, everything), and the frozen ones."""
     if shape.lora_rank is None:
-        trainable, frozen = arch.parameters, 0
-    else:   # the adapters come on top of the base model's weights, which stay frozen but for embed and norms
-        beside = arch.trained_beside_lora()
-        trainable, frozen = arch.lora_parameters(shape.lora_rank) + beside, arch.parameters - beside
+        layers = arch.num_layers * arch.layer_parameters + arch.hidden_size
+        return arch.embedding_parameters, layers, arch.parameters, 0
+    # the adapters come on top of the base model's weights, which stay frozen but for embed and norms; a tied
+    # output layer is the (trainable) embedding
+    beside = arch.trained_beside_lora()
+    head = arch.embedding_parameters if arch.tied else 0
+    layers = arch.lora_parameters(shape.lora_rank) + (2 * arch.num_layers + 1) * arch.hidden_size
+    return head, layers, arch.lora_parameters(shape.lora_rank) + beside, arch.parameters - beside
+
+
+def _state_bytes(arch: Architecture, shape: TrainShape, cuda: bool) -> tuple[dict[str, int], tuple[int, int, int]]:
+    """Weights and optimiser state per GPU, and the gradients (output layer, + decoder layers, all) per GPU (see
+    the module docstring for the bytes per parameter)."""
+    head, layers, trainable, frozen = _trainable(arch, shape)
     deepspeed_bf16 = cuda and (shape.zero_stage > 0 or shape.sequence_parallel > 1)   # Ulysses runs on DeepSpeed
     weight, grad, adam, frozen_bytes = (2, 2, 12, 2) if deepspeed_bf16 else (4, 4, 8, 4)
     g, stage = shape.gpus, shape.zero_stage
@@ -261,23 +281,33 @@ def _state_bytes(arch: Architecture, shape: TrainShape, cuda: bool) -> dict[str,
         weights += 2 * max(arch.layer_parameters, arch.embedding_parameters) * weight
     if cuda and not deepspeed_bf16:   # autocast caches a bf16 copy of every trainable weight it multiplies
         weights += 2 * trainable
-    return {"weights": int(weights), "gradients": int(trainable * grad / (g if stage >= 2 else 1)),
-            "optimizer": int(trainable * adam / (g if stage >= 1 else 1))}
+    per_grad = grad / (g if stage >= 2 else 1)
+    grads = (int(head * per_grad), int((head + layers) * per_grad), int(trainable * per_grad))
+    return {"weights": int(weights), "optimizer": int(trainable * adam / (g if stage >= 1 else 1))}, grads
 
 
 def train_estimate(arch: Architecture, shape: TrainShape, device: str = "cpu") -> Estimate:
-    """Peak bytes of one training step per process (per GPU) on `device` ("cpu" or "cuda")."""
+    """Peak bytes of one training step per process (per GPU) on `device` ("cpu" or "cuda").
+
+    The parts are added as if they were all alive at once. Within the backward pass they are not quite (the loss's
+    buffers are gone before the first layer is recomputed, the embedding's gradient comes last), but the peak
+    resident memory measured on CPU is close to the sum and well above the largest moment: what the allocator freed
+    stays resident (benchmarks/memory_plan.py, and README's table).
+    """
     cuda = device == "cuda"
-    act = 2 if cuda else 4   # bf16 autocast on CUDA, fp32 on CPU
+    act = 2 if cuda else 4 * ACTIVATION_FACTOR["train"]   # bf16 autocast on CUDA, fp32 on CPU
     tokens = shape.batch_size * math.ceil(shape.seq_len / shape.sequence_parallel)   # this GPU's positions
-    h = arch.hidden_size
-    per_token = arch.num_layers * h + layer_backward(arch) + 4 * h + 2 * arch.head_dim   # inputs, final norm
     saved = layer_saved(arch, shape.lora_rank)
-    per_token += saved if shape.gradient_checkpointing else arch.num_layers * saved
-    if shape.sequence_parallel > 1:
-        per_token += ulysses_buffers(arch)
-    loss = 3 * loss_chunk_elements(arch, shape.batch_size, tokens // shape.batch_size, shape.loss_chunk_size) * 4
-    parts = {**_state_bytes(arch, shape, cuda), "activations": per_token * tokens * act, "loss": loss}
+    # every layer's input (or, without checkpointing, everything every layer saves), the final norm, cos and sin,
+    # and the layer being recomputed and differentiated
+    per_token = arch.num_layers * (arch.hidden_size if shape.gradient_checkpointing else arch.hidden_size + saved)
+    per_token += 4 * arch.hidden_size + 2 * arch.head_dim + layer_backward(arch)
+    per_token += saved if shape.gradient_checkpointing else 0
+    per_token += ulysses_buffers(arch) if shape.sequence_parallel > 1 else 0
+    chunk = loss_chunk_elements(arch, shape.batch_size, tokens // shape.batch_size, shape.loss_chunk_size)
+    state, (_, _, gradients) = _state_bytes(arch, shape, cuda)
+    parts = {"weights": state["weights"], "gradients": gradients, "optimizer": state["optimizer"],
+             "activations": int(per_token * tokens * act), "loss": LOSS_BUFFERS["train"] * chunk * 4}
     parts["runtime"] = _runtime("train", sum(parts.values()), cuda)
     return Estimate({**parts, "data": 8 * shape.data_tokens})
 
@@ -287,9 +317,12 @@ def eval_estimate(arch: Architecture, shape: EvalShape, device: str = "cpu", dty
     cuda = device == "cuda"
     tokens = shape.batch_size * shape.seq_len
     per_token = layer_forward(arch) + 3 * arch.hidden_size + 2 * arch.head_dim   # + final hidden and its norm
-    parts = {"weights": shape.models * arch.parameters * dtype_bytes, "activations": per_token * tokens * dtype_bytes}
+    factor = 1.0 if cuda else ACTIVATION_FACTOR["eval"]
+    parts = {"weights": shape.models * arch.parameters * dtype_bytes,
+             "activations": int(per_token * tokens * dtype_bytes * factor)}
     if shape.kind == "window":
-        parts["loss"] = 2 * loss_chunk_elements(arch, shape.batch_size, shape.seq_len, shape.chunk_size) * 4
+        parts["loss"] = LOSS_BUFFERS["eval"] * loss_chunk_elements(arch, shape.batch_size, shape.seq_len,
+                                                                   shape.chunk_size) * 4
     else:
         copies = 2 if shape.kind == "passkey" else 1
         parts["kv_cache"] = copies * 2 * arch.num_layers * arch.kv_dim * tokens * dtype_bytes
