@@ -19,7 +19,8 @@ Units, as ropescale runs them:
 
 Models: the embedded checkpoint; the benchmarks' random Llamas (hidden 512 × 4 layers × vocab 128256 of
 eval_memory.py/finetune_step.py, hidden 1024 × 8 layers × vocab 32000 of throughput.py); a random Llama with
-SmolLM2-135M's published shape (30 layers, 9 heads / 3 KV heads, tied embeddings).
+SmolLM2-135M's published shape (30 layers, 9 heads / 3 KV heads, tied embeddings); the tests' tiny Llama (hidden 64,
+2 layers, vocabulary 4096), whose training step tests/test_memory_plan_measured.py measures again in every run.
 
     python benchmarks/memory_plan.py                  # measure every case (about an hour on 2 cores)
     python benchmarks/memory_plan.py --only embedded  # the cases of one model
@@ -43,6 +44,8 @@ MODELS = {
     "bench-512x4": dict(hidden=512, layers=4, vocab=128256, heads=8, kv_heads=8, intermediate=1344, tied=False),
     "bench-1024x8": dict(hidden=1024, layers=8, vocab=32000, heads=16, kv_heads=16, intermediate=2688, tied=False),
     "smollm2-shape": dict(hidden=576, layers=30, vocab=49152, heads=9, kv_heads=3, intermediate=1536, tied=True),
+    # tests/conftest.py's tiny Llama with the embedded tokenizer's vocabulary: tests/test_memory_plan_measured.py
+    "tiny": dict(hidden=64, layers=2, vocab=4096, heads=4, kv_heads=2, intermediate=128, tied=False),
 }
 
 K = 1024
@@ -58,6 +61,7 @@ CASES = [  # (model, unit, length, batch)
     ("smollm2-shape", "train", K, 1), ("smollm2-shape", "lora", 2 * K, 1),
     ("smollm2-shape", "perplexity", 4 * K, 1), ("smollm2-shape", "prefill", 4 * K, 1),
     ("smollm2-shape", "prefill", 16 * K, 1),
+    ("tiny", "train", 2 * K, 1), ("tiny", "lora", 2 * K, 1), ("tiny", "perplexity", 8 * K, 1),
 ]
 LORA_RANK = 8
 
