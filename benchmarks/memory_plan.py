@@ -24,6 +24,7 @@ SmolLM2-135M's published shape (30 layers, 9 heads / 3 KV heads, tied embeddings
 
     python benchmarks/memory_plan.py                  # measure every case (about an hour on 2 cores)
     python benchmarks/memory_plan.py --only embedded  # the cases of one model
+    python benchmarks/memory_plan.py --case tiny train 2048 1   # one case (repeatable), replacing its row
     python benchmarks/memory_plan.py --table          # recompute predictions for the stored measurements
 """
 
@@ -196,6 +197,8 @@ COLUMNS = ["model", "unit", "length", "batch", "predicted_mib", "measured_mib", 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="measure the cases of this model only (kept with the others)")
+    parser.add_argument("--case", nargs=4, action="append", metavar=("MODEL", "UNIT", "LENGTH", "BATCH"),
+                        help="measure this case only (repeatable), replacing its stored row")
     parser.add_argument("--table", action="store_true", help="recompute predictions for the stored measurements")
     parser.add_argument("--child", nargs=4, metavar=("MODEL", "UNIT", "LENGTH", "BATCH"))
     args = parser.parse_args()
@@ -206,8 +209,10 @@ def main() -> None:
     path = common.RESULTS / "memory_plan.json"
     stored = json.loads(path.read_text())["rows"] if path.is_file() else []
     if not args.table:
-        keep = [r for r in stored if args.only is not None and r["model"] != args.only]
-        for name, unit, length, batch in CASES:
+        cases = [(n, u, int(length), int(b)) for n, u, length, b in args.case] if args.case else CASES
+        keep = [r for r in stored if (args.only is not None and r["model"] != args.only)
+                or (args.case and (r["model"], r["unit"], r["length"], r["batch"]) not in cases)]
+        for name, unit, length, batch in cases:
             if args.only is not None and name != args.only:
                 continue
             row = common.run_child(Path(__file__), ["--child", name, unit, str(length), str(batch)], timeout=3600)
