@@ -194,6 +194,17 @@ def with_predictions(rows: list[dict]) -> list[dict]:
 COLUMNS = ["model", "unit", "length", "batch", "predicted_mib", "measured_mib", "ratio", "seconds"]
 
 
+def markdown(rows: list[dict]) -> str:
+    """The table of benchmarks/README.md: predicted vs measured peak per case, and the ratio."""
+    lines = ["| model | unit | L | batch | predicted MiB | measured MiB | predicted / measured |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "ratio" in r:
+            lines.append(f"| {r['model']} | {r['unit']} | {r['length']} | {r['batch']} | {r['predicted_mib']:,.0f} | "
+                         f"{r['measured_mib']:,.0f} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="measure the cases of this model only (kept with the others)")
@@ -222,6 +233,7 @@ def main() -> None:
         stored = keep
     rows = with_predictions(stored)
     print(common.table(rows, COLUMNS))
+    print(markdown(rows))
     ratios = [r["ratio"] for r in rows if "ratio" in r]
     print(f"{len(ratios)} cases: predicted / measured from {min(ratios):.3f} to {max(ratios):.3f}")
     common.write_result("memory_plan", {"rows": rows, "lora_rank": LORA_RANK})
