@@ -40,6 +40,11 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint directory, .gguf file or Hugging Face Hub id (default: the embedded model)")
 
 
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="run even when the memory estimate says the largest unit of work does not fit")
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """--method, --factor and the method knobs; without --method the model runs as it is saved."""
     from ropescale.rope import METHODS

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ropescale.cli.args import list_of
 from ropescale.evaluate import TASK_CLASSES
-from ropescale.cli.common import (add_model_argument, add_spec_arguments, int_list, on_interrupt, positive_int,
-                                  spec_from_args)
+from ropescale.cli.common import (add_force_argument, add_model_argument, add_spec_arguments, int_list,
+                                  on_interrupt, positive_int, spec_from_args)
 
 HELP = ("evaluate a model at long context: perplexity, passkey, needle, RULER, short-context "
         "(rows to results.jsonl)")
@@ -99,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="model weights dtype (default: %(default)s; RoPE math stays fp32)")
+    add_force_argument(parser)
 
 
 def _read_text(flag: str, path: Path) -> str:
@@ -172,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--log-samples applies to the generative tasks (passkey, needle, ruler), not {args.task}")
     samples = samples_path(output.path) if args.log_samples else None
     rows = evaluate(task, args.model, output=output, spec=spec, label=args.label, device=device,
-                    dtype=getattr(torch, args.dtype), samples=samples, log_prompts=args.log_prompts)
+                    dtype=getattr(torch, args.dtype), samples=samples, log_prompts=args.log_prompts,
+                    force=args.force)
     if not rows:
         print(f"{args.task}: every cell is already in {args.output}; nothing to do")
         return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ropescale.cli.args import add_fields, given_fields
-from ropescale.cli.common import on_interrupt
+from ropescale.cli.common import add_force_argument, on_interrupt
 from ropescale.train.config import FinetuneConfig
 
 HELP = "fine-tune a rescaled model at the target length (full, LoRA or PoSE; resumable; 1 CPU to N GPUs)"
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The recipe, then one flag per FinetuneConfig field."""
     parser.add_argument("recipe", nargs="?", default=None, help="YAML recipe (keys = FinetuneConfig fields)")
     add_fields(parser, FinetuneConfig)
+    add_force_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.output:
         on_interrupt(args, lambda: interrupt_note(config.output))
-    finetune(config)
+    finetune(config, force=args.force)
     return 0
 
 

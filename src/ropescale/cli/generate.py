@@ -9,7 +9,8 @@ HELP = "continue a prompt (greedy by default, with the KV cache); --method/--fac
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ropescale.cli.common import add_model_argument, add_spec_arguments, finite_float, positive_int
+    from ropescale.cli.common import (add_force_argument, add_model_argument, add_spec_arguments, finite_float,
+                                      positive_int)
 
     add_model_argument(parser)
     prompt = parser.add_mutually_exclusive_group(required=True)
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="recompute every step from the whole sequence (dynamic methods: every key then uses "
                              "the current length's rope, as a full forward does; see README)")
+    add_force_argument(parser)
 
 
 def read_prompt(args: argparse.Namespace) -> str:
@@ -62,6 +64,17 @@ def continue_ids(model, input_ids, max_new_tokens: int, temperature: float = 0.0
     return out[0, input_ids.shape[1]:]
 
 
+def check_generation_memory(model_name, length: int) -> None:
+    """ValueError when the prefill of `length` tokens (prompt + new tokens) with its KV cache cannot fit in the CPU
+    RAM available (the model is loaded there, fp32); one warning line when it fits narrowly."""
+    from ropescale.memory_plan import EvalShape, check_fits, estimate
+    from ropescale.models import load_config
+
+    est = estimate(load_config(model_name), EvalShape("prefill", length), "cpu")
+    check_fits(est, "cpu", f"generating {length} tokens (prompt and --max-new-tokens)",
+               "a shorter prompt or --max-new-tokens, or a machine with more memory")
+
+
 def run(args: argparse.Namespace) -> int:
     from ropescale.cli.common import quiet_transformers, spec_from_args
     from ropescale.models import load_model, load_tokenizer
@@ -70,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
     quiet_transformers()
     prompt = read_prompt(args)
     tokenizer = load_tokenizer(args.model)
+    input_ids = tokenizer(prompt, return_tensors="pt").input_ids
+    if not args.force:
+        check_generation_memory(args.model, input_ids.shape[1] + args.max_new_tokens)
     model = load_model(args.model)
     spec = spec_from_args(args, model)
     if spec is not None:
         apply(model, spec)
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     new = continue_ids(model, input_ids, args.max_new_tokens, args.temperature, args.top_p, args.seed, pad,
                        use_cache=not args.no_cache)

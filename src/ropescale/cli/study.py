@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ropescale.cli.args import list_of
-from ropescale.cli.args import list_of
-from ropescale.cli.common import add_model_argument, finite_float, int_list, on_interrupt, positive_int, quiet_transformers
+from ropescale.cli.common import add_force_argument, add_model_argument, finite_float, int_list, on_interrupt, positive_int, quiet_transformers
 
 HELP = "the whole comparison: training-free methods, equal-budget fine-tuning, evaluation, report.md (resumable)"
 
@@ -31,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=None, help="optimizer steps of every fine-tune run")
     parser.add_argument("--no-finetune", dest="no_finetune", action="store_true",
                         help="training-free methods only (no fine-tune runs)")
+    add_force_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -56,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     on_interrupt(args, lambda: f"finished evaluations ({config.output}/results.jsonl) and fine-tune checkpoints "
                  f"({config.output}/runs/) are kept; rerun the same command to continue where it stopped")
-    run_study(config)
+    run_study(config, force=args.force)
     return 0

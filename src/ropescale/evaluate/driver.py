@@ -12,6 +12,8 @@ A task provides:
     prepare(model, tokenizer, subject)  once, only when some cell remains; sees the model *before* the spec is
                                    applied (short-context measures its baseline there)
     measure(model, tokenizer, cell) -> list[Measurement]
+    workload(cell) -> EvalShape    optional: the shape of the cell's largest unit of work, which `evaluate` checks
+                                   against the device's memory before it loads the model (`ropescale.memory_plan`)
     summarize(rows) -> [(Cell, [Measurement])]   optional: rows derived from the task's finished rows (RULER's
                                    per-length average), written once their inputs are all in the file
 """
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from ropescale import models
 from ropescale.evaluate.results import Result, ResultsFile, cell_key, latest
 from ropescale.evaluate.samples import SamplesFile, settings_key
+from ropescale.memory_plan import check_fits, estimate, eval_knobs
 from ropescale.model_info import ModelInfo
 from ropescale.patch import apply
 
@@ -128,7 +131,7 @@ def row_settings(task: Task, subject: Subject) -> dict:
 def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile, spec=None,
              label: str | None = None, tokenizer=None, device: str | None = None, dtype=None,
              progress: bool = True, on_cell: Callable[[Cell, list[Result]], None] | None = None,
-             samples: str | Path | None = None, log_prompts: bool = False) -> list[Result]:
+             samples: str | Path | None = None, log_prompts: bool = False, force: bool = False) -> list[Result]:
     """Run `task` on a model and append its rows to `output`; returns the rows written by this call.
 
     model: a name (None/"embedded", a directory, a Hub id, a .gguf file) or a loaded transformers model (then
@@ -137,6 +140,9 @@ def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile,
     `output` are skipped; when none remains the weights are not even loaded. on_cell(cell, rows) is called
     after each cell is written. samples: a samples file (`samples.samples_path(output)` is the usual one) that
     receives each prompt's output of generative tasks; log_prompts adds the prompt text to it.
+
+    Before a model is loaded by name, the largest remaining cell's memory is estimated for `device` and `dtype`
+    (`check_memory`): ValueError when it cannot fit, one warning line when it fits narrowly; `force` skips that.
     """
     output = output if isinstance(output, ResultsFile) else ResultsFile(output)
     loaded = model is not None and not isinstance(model, (str, Path))
@@ -153,6 +159,7 @@ def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile,
     written: list[Result] = []
     if todo:
         if not loaded:
+            check_memory(task, todo, config, device, dtype, force)
             tokenizer = models.load_tokenizer(name)
             model = models.load_model(name, dtype=dtype, device=device)
         model.eval()
@@ -163,6 +170,28 @@ def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile,
         log = None if samples is None else SamplesFile(samples, log_prompts)
         written = _measure_cells(task, model, tokenizer, subject, todo, output, log, progress, on_cell)
     return written + _summarize(task, subject, output)
+
+
+def largest_unit(task: Task, cells: Sequence[Cell], config, device: str | None = None, dtype=None):
+    """(estimate, cell, shape) of the cell whose unit of work needs the most memory; None for a task without
+    `workload`."""
+    if not hasattr(task, "workload") or not cells:
+        return None
+    size = torch.finfo(dtype).bits // 8 if dtype is not None else 4
+    units = [(estimate(config, task.workload(c), device or "cpu", size), c, task.workload(c)) for c in cells]
+    return max(units, key=lambda unit: unit[0].total)
+
+
+def check_memory(task: Task, cells: Sequence[Cell], config, device: str | None = None, dtype=None,
+                 force: bool = False) -> None:
+    """ValueError naming the estimate, the memory available and the knobs when the largest cell cannot fit on
+    `device` (default cpu) with weights of `dtype`; one warning line when it fits narrowly (`memory_plan.check_fits`)."""
+    largest = largest_unit(task, cells, config, device, dtype)
+    if largest is None or force:
+        return
+    est, cell, shape = largest
+    check_fits(est, device or "cpu", f"{task.name} at {cell.length} tokens (batch {shape.batch_size})",
+               eval_knobs(shape))
 
 
 def _rows(task: Task, subject: Subject, cell: Cell, measured: list[Measurement], extra: dict) -> list[Result]:

@@ -28,6 +28,7 @@ import torch
 
 from ropescale.evaluate.decoding import batches, generate_until, prefill
 from ropescale.evaluate.driver import Cell, Measurement, Subject
+from ropescale.memory_plan import EvalShape
 from ropescale.evaluate.passkey import ANSWER_SLACK, RetrievalGrid
 
 NEEDLE = "The secret ingredient of the duke's cake is a spoonful of honey."
@@ -122,6 +123,9 @@ class NeedleTask(RetrievalGrid):
         self._needle = encode(" " + self.needle.strip())
         self._question = encode("\n\n" + self.question.strip())
         self._n_new = len(encode(" " + self.answer.strip())) + 2
+
+    def workload(self, cell: Cell) -> EvalShape:
+        return EvalShape("prefill", cell.length, min(self.batch_size, self.trials))
 
     def _offsets(self, length: int, n_hay: int) -> list[int]:
         fits = [s for s in self._starts if s + n_hay <= len(self._hay)]

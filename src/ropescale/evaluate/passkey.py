@@ -26,6 +26,7 @@ from ropescale.data.passkey import PasskeyPrompt, passkey_prompt, random_key
 from ropescale.evaluate.decoding import answer_nll, batches, generate_until, prefill
 from ropescale.evaluate.driver import Cell, Measurement, Subject
 from ropescale.evaluate.perplexity import default_lengths
+from ropescale.memory_plan import EvalShape
 
 UNIFORM_BITS_PER_DIGIT = math.log2(10)
 ANSWER_SLACK = 8  # tokens of generation beyond the answer's own: room for a leading space or word before the key
@@ -163,6 +164,10 @@ class PasskeyTask(RetrievalGrid):
 
     def prepare(self, model, tokenizer, subject: Subject) -> None:
         pass
+
+    def workload(self, cell: Cell) -> EvalShape:
+        # the answer's NLL is scored from a copy of the prefill's KV cache (decoding.answer_nll)
+        return EvalShape("passkey", cell.length, min(self.batch_size, self.trials))
 
     def measure(self, model, tokenizer, cell: Cell) -> list[Measurement]:
         keys = cell_keys(self.seed, cell.length, cell.depth, self.trials, self.digits)

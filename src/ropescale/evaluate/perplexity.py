@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ropescale.evaluate.driver import Cell, Measurement, Subject
+from ropescale.memory_plan import EvalShape
 from ropescale.train.loss import IGNORE_INDEX, causal_lm_loss, shift_labels
 
 
@@ -243,6 +244,9 @@ class PerplexityTask:
                 raise ValueError(f"`max_tokens` {self.max_tokens} is shorter than one window of length {longest}")
         for cell in self.cells(subject):  # fail before the first cell, not after hours of shorter ones
             check_window(len(self._stream), cell.length, self._bos, self.stride)
+
+    def workload(self, cell: Cell) -> EvalShape:
+        return EvalShape("window", cell.length, self.batch_size, self.chunk_size)
 
     def measure(self, model, tokenizer, cell: Cell) -> list[Measurement]:
         ids, labels = windows(self._stream, cell.length, self._bos, self.stride, self.max_windows)

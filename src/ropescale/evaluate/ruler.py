@@ -22,6 +22,7 @@ from ropescale.data.qa import read_qa
 from ropescale.evaluate.decoding import batches, generate_until, prefill
 from ropescale.evaluate.driver import Cell, Measurement, Subject
 from ropescale.evaluate.perplexity import default_lengths
+from ropescale.memory_plan import EvalShape
 
 THRESHOLD = 0.856  # RULER: Llama-2-7B's average at 4K
 AVERAGE = "average"
@@ -81,6 +82,9 @@ class RulerTask:
 
     def prepare(self, model, tokenizer, subject: Subject) -> None:
         self._chat = self.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
+
+    def workload(self, cell: Cell) -> EvalShape:
+        return EvalShape("prefill", cell.length, min(self.batch_size, self.samples))
 
     def build(self, tokenizer, task: str, length: int) -> list[ruler.RulerSample]:
         hay = ruler.Haystacks(essay=self._essay, keys="eval", qa=self._qa)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ropescale.evaluate.driver import Cell, Measurement, Subject
 from ropescale.evaluate.perplexity import PerplexityTask
+from ropescale.memory_plan import EvalShape
 
 
 def _perplexity(measurements: list[Measurement]) -> Measurement:
@@ -41,6 +42,11 @@ class ShortContextTask:
 
     def cells(self, subject: Subject) -> list[Cell]:
         return [Cell(subject.original_length)]
+
+    def workload(self, cell: Cell) -> EvalShape:
+        # a baseline_model is loaded beside the evaluated one to measure its windows
+        return EvalShape("window", cell.length, self.batch_size, self.chunk_size,
+                         models=1 if self.baseline_model is None else 2)
 
     def prepare(self, model, tokenizer, subject: Subject) -> None:
         if self.baseline_model is None and subject.spec is None:

@@ -33,11 +33,13 @@ import yaml
 from ropescale.evaluate import PasskeyTask, PerplexityTask, ResultsFile, RulerTask, ShortContextTask, evaluate
 from ropescale.evaluate.ruler import THRESHOLD as RULER_THRESHOLD
 from ropescale.evaluate.samples import samples_path
+from ropescale.evaluate.driver import largest_unit, make_subject
 from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT, cell_prompts
 from ropescale.evaluate.perplexity import default_lengths
 from ropescale.evaluate.results import canonical
 
 from ropescale.io import write_json_atomic, write_text_atomic
+from ropescale.memory_plan import Estimate, check_fits, eval_knobs, train_knobs
 from ropescale.model_info import ModelInfo, build_spec
 from ropescale.models import load_config, load_tokenizer
 from ropescale.report import load_rows, write_report
@@ -187,8 +189,10 @@ def settings_difference(saved: dict, wanted: dict) -> str | None:
     return None
 
 
-def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Callable[[str], None]) -> tuple[str, int]:
-    """Train one run unless it is finished; returns (what happened, optimizer steps trained now)."""
+def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Callable[[str], None],
+                 force: bool = False) -> tuple[str, int]:
+    """Train one run unless it is finished; returns (what happened, optimizer steps trained now). The study checked
+    the step's memory up front (`check_study_memory`); a launched run checks its own, unless `force`."""
     wanted = config.finetune_config(run, output=run_dir)
     done = run_dir / "training.json"
     if done.is_file():
@@ -212,13 +216,13 @@ def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Call
         status, flags = ("restarted" if restart else "trained"), ({"overwrite": True} if restart else {})
     ft = config.finetune_config(run, output=run_dir, **flags)
     if config.launcher:
-        _launch(config.launcher, ft, run_dir)
+        _launch(config.launcher, ft, run_dir, force)
     else:
-        loop.finetune(ft)
+        loop.finetune(ft, force=True)
     return status, wanted.steps - start
 
 
-def _launch(launcher: tuple[str, ...], ft, run_dir: Path) -> None:
+def _launch(launcher: tuple[str, ...], ft, run_dir: Path, force: bool = False) -> None:
     """`LAUNCHER -m ropescale finetune RECIPE --output DIR [--resume|--overwrite]` (torchrun, accelerate launch
     with an FSDP config...), from a recipe holding exactly this run's FinetuneConfig."""
     values = {k: v for k, v in ft.to_dict().items() if k not in ("output", "resume", "overwrite")}
@@ -227,6 +231,7 @@ def _launch(launcher: tuple[str, ...], ft, run_dir: Path) -> None:
                                + yaml.safe_dump(values, sort_keys=False))
     command = [*launcher, "-m", "ropescale", "finetune", str(recipe), "--output", str(run_dir)]
     command += ["--resume"] if ft.resume else (["--overwrite"] if ft.overwrite else [])
+    command += ["--force"] if force else []
     code = subprocess.run(command, check=False).returncode
     if code != 0:
         raise ChildProcessError(f"fine-tune run {run_dir.name!r} failed: `{' '.join(command)}` exited with {code}; "
@@ -239,9 +244,9 @@ def evaluate_target(target: Target, tasks: list, results, device: str, dtype, pr
                     samples: Path | None = None) -> int:
     """Every task on one model; returns the number of cells measured now (0 when all were in results)."""
     cells = 0
-    for task in tasks:
+    for task in tasks:   # memory was checked for every stage before the study began (`check_study_memory`)
         rows = evaluate(task, target.model, output=results, spec=target.spec, label=target.label, device=device,
-                        dtype=dtype, progress=progress, samples=samples)
+                        dtype=dtype, progress=progress, samples=samples, force=True)
         cells += len({r.cell_key() for r in rows})
     return cells
 
@@ -263,6 +268,7 @@ class Study:
     progress: bool
     log: Callable[[str], None]
     free: list[Target]       # the base model and every training-free method
+    force: bool = False      # run even when the memory check says a stage cannot fit
     tuned: list[Target] = dataclasses.field(default_factory=list)   # filled by the fine-tune stage
     report: Path | None = None
 
@@ -272,14 +278,18 @@ class Study:
                                self.device, self.dtype, self.progress, samples)
 
 
-def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Path:
+def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str], None] | None = None,
+              force: bool = False) -> Path:
     """Run (or continue) the study into `config.output`; returns the path of its report.md.
 
     Writes DIR/results.jsonl (every measured number), DIR/runs/NAME (each fine-tuned checkpoint with loss.csv and
     training.json), DIR/report.md with its PNGs, DIR/study.yaml (the recipe as run) and DIR/study.json (what this
     invocation did: cells measured and steps trained per stage, seconds).
+
+    Before anything is written, the largest unit of work of every stage (an evaluation cell, a training step) is
+    checked against the device's memory (`check_study_memory`): ValueError when one cannot fit; `force` skips it.
     """
-    study = open_study(config, progress, log or (lambda line: print(line, flush=True)))
+    study = open_study(config, progress, log or (lambda line: print(line, flush=True)), force)
     started = time.perf_counter()
     plan = stages(study)
     tallies = []
@@ -301,9 +311,10 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     return study.report
 
 
-def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None]) -> Study:
+def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], force: bool = False) -> Study:
     """Check the output folder and the results file, read the model's L0, build the tasks and every training-free
-    spec (so that a bad recipe fails before any work), and record the recipe as DIR/study.yaml."""
+    spec, check every stage's memory (so that a bad recipe or a run that cannot fit fails before any work), and
+    record the recipe as DIR/study.yaml."""
     if not config.output:
         raise ValueError("`output` is required: the folder for results.jsonl, the fine-tuned runs and the report")
     out = Path(config.output).expanduser()
@@ -319,19 +330,50 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None]) 
     asked = config.eval.passkey_lengths
     if asked is not None and not set(asked) <= set(lengths):
         raise ValueError(f"eval.passkey_lengths {list(asked)} must be some of the study's lengths {lengths}")
+    device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not force:   # before any prompt is built: a passkey prompt of a mistyped length alone can exhaust the memory
+        bos = tokenizer.bos_token_id is not None
+        check_study_memory(config, make_tasks(config, lengths, list(asked or lengths), l0, bos), device)
     keyed = passkey_lengths(tokenizer, list(asked or lengths), config.eval.passkey_depths)
     if not keyed:
         raise ValueError(f"lengths {lengths}: none is long enough for a passkey prompt; add a longer length")
     if keyed != list(asked or lengths):
         log(f"passkey at {', '.join(map(str, keyed))} only: shorter lengths cannot hold the prompt")
     tasks = make_tasks(config, lengths, keyed, l0, tokenizer.bos_token_id is not None)
-    device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
     free = training_free_targets(config, info)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "study.yaml", f"# ropescale study {out / 'study.yaml'} --output {out}\n"
                       + yaml.safe_dump(_plain(config.to_dict() | {"output": None}), sort_keys=False))
     return Study(config, out, results, l0, lengths, tasks, device, getattr(torch, config.eval.dtype), progress, log,
-                 free)
+                 free, force)
+
+
+def study_units(config: StudyConfig, tasks: Tasks, device: str) -> list[tuple[Estimate, str, str]]:
+    """(estimate, what, knobs) of the largest unit of work of every evaluation task and every fine-tune run. A
+    run started through `launcher` is left to check itself: its processes and GPUs are the launcher's."""
+    model_config = load_config(config.model)
+    subject = make_subject(model_config)
+    dtype = getattr(torch, config.eval.dtype)
+    units = []
+    for task in (tasks.perplexity, tasks.passkey, tasks.short_context, tasks.ruler):
+        largest = None if task is None else largest_unit(task, task.cells(subject), model_config, device, dtype)
+        if largest is not None:
+            est, cell, shape = largest
+            units.append((est, f"the evaluation's {task.name} at {cell.length} tokens", eval_knobs(shape)))
+    for run in [] if config.launcher else config.runs:
+        shape, est, _ = loop.step_estimate(config.finetune_config(run))
+        units.append((est, f"fine-tune run {run.name!r}: a training step of {shape.batch_size} x {shape.seq_len} "
+                      "tokens", train_knobs(shape)))
+    return units
+
+
+def check_study_memory(config: StudyConfig, tasks: Tasks, device: str) -> None:
+    """ValueError when the largest unit of work of any stage cannot fit on `device` (see `memory_plan.check_fits`),
+    so that a long study does not die at its last stage."""
+    units = study_units(config, tasks, device)
+    if units:
+        est, what, knobs = max(units, key=lambda unit: unit[0].total)
+        check_fits(est, device, what, knobs)
 
 
 @contextmanager
@@ -368,7 +410,7 @@ def _training_free(study: Study, tally: Tally) -> None:
 def _finetune(study: Study, tally: Tally) -> None:
     for run in study.config.runs:
         run_dir = study.out / RUNS / run.name
-        status, steps = finetune_run(study.config, run, run_dir, study.log)
+        status, steps = finetune_run(study.config, run, run_dir, study.log, study.force)
         tally.runs[run.name], tally.steps_trained = status, tally.steps_trained + steps
         training = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
         study.tuned.append(finetuned_target(study.config, run, run_dir, training))

@@ -44,6 +44,7 @@ from ropescale.data.synthetic import task_rows
 from ropescale.data.pose import pose_batch_position_ids
 from ropescale.export.hf import save_extended
 from ropescale.io import write_json_atomic
+from ropescale.memory_plan import Estimate, TrainShape, check_fits, estimate, train_knobs
 from ropescale.model_info import SPEC_KNOBS, ModelInfo, build_spec
 from ropescale.patch import apply
 from ropescale.rope import RopeSpec
@@ -355,24 +356,58 @@ class Clock:
         return self.before + time.perf_counter() - self.start
 
 
-def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = None) -> Path:
+def finetune(config: FinetuneConfig, *, on_step: Callable[[int], None] | None = None, force: bool = False) -> Path:
     """Fine-tune `config.model` with `config.method` at the target length; returns the output directory, which
     holds the final checkpoint (loadable with plain transformers), training.json and loss.csv.
 
     Stages: `setup` (accelerator, model and spec, data, LoRA, optimiser) → `resume` (the last checkpoint, when
     asked) → `train` (the optimizer steps) → `save` (the final model and training.json). `on_step(step)` is called
     after every optimizer step (after its checkpoint is saved); tests use it to interrupt a run.
+
+    Before anything is loaded or written, the step's peak memory is estimated for this device (`step_estimate`):
+    ValueError when it cannot fit, one warning line when it fits narrowly; `force` skips that.
     """
     if not config.output:
         raise ValueError("`output` is required: the directory for the fine-tuned checkpoint and its logs")
     output = Path(config.output).expanduser()
     resume_from = check_run_dir(output, config.resume, config.overwrite)  # before any model is loaded
     _check_tracker(config.report_to)
+    if not force:
+        shape, est, device = step_estimate(config)
+        check_fits(est, device, f"a training step of {shape.batch_size} x {shape.seq_len} tokens", train_knobs(shape))
     run = setup(config, output, fresh=resume_from is None)
     state = resume(run, resume_from)
     state = train(run, state, on_step)
     save(run, state)
     return output
+
+
+def _launch_layout() -> tuple[int, int, int]:
+    """(processes, processes on this machine, ZeRO stage) of the launch, from the variables torchrun and
+    `accelerate launch` set; an FSDP launch shards like ZeRO-3."""
+    env = os.environ
+    world, local = int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return world, local, int(env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0"))
+    return world, local, 3 if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" else 0
+
+
+def step_estimate(config: FinetuneConfig) -> tuple[TrainShape, Estimate, str]:
+    """(shape, estimated peak, device) of one training step of `config`, read from the model's config alone. On a
+    CPU the processes of this machine share its memory, so the estimate covers all of them."""
+    model_config = models.load_config(config.model)
+    info = ModelInfo.from_config(model_config)
+    seq_len = config.pose_window or config.seq_len or info.target_length(_spec(config, info))
+    world, local, zero = _launch_layout()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = TrainShape(seq_len=seq_len, batch_size=config.batch_size,
+                       gradient_checkpointing=config.gradient_checkpointing, lora_rank=config.lora_rank,
+                       loss_chunk_size=config.loss_chunk_size, gpus=world, zero_stage=zero,
+                       data_tokens=config.steps * config.batch_size * config.grad_accum * world * seq_len)
+    est = estimate(model_config, shape, device)
+    if device == "cpu" and local > 1:
+        est = Estimate({name: value * local for name, value in est.parts.items()})
+    return shape, est, device
 
 
 def setup(config: FinetuneConfig, output: Path, fresh: bool) -> Run:
