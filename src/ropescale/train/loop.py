@@ -400,10 +400,13 @@ def step_estimate(config: FinetuneConfig) -> tuple[TrainShape, Estimate, str]:
     seq_len = config.pose_window or config.seq_len or info.target_length(_spec(config, info))
     world, local, zero = _launch_layout()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # a sequence-parallel degree the launch cannot hold is refused by setup's own check, with its reason
+    sp = config.sequence_parallel if world % config.sequence_parallel == 0 else 1
+    zero = zero or (2 if sp > 1 else 0)   # Ulysses runs on DeepSpeed: ZeRO-2 unless the launch says otherwise
     shape = TrainShape(seq_len=seq_len, batch_size=config.batch_size,
                        gradient_checkpointing=config.gradient_checkpointing, lora_rank=config.lora_rank,
-                       loss_chunk_size=config.loss_chunk_size, gpus=world, zero_stage=zero,
-                       data_tokens=config.steps * config.batch_size * config.grad_accum * world * seq_len)
+                       loss_chunk_size=config.loss_chunk_size, gpus=world, zero_stage=zero, sequence_parallel=sp,
+                       data_tokens=config.steps * config.batch_size * config.grad_accum * world // sp * seq_len)
     est = estimate(model_config, shape, device)
     if device == "cpu" and local > 1:
         est = Estimate({name: value * local for name, value in est.parts.items()})
