@@ -11,6 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
+from ropescale.cli.common import add_spec_file_argument, spec_file
 from ropescale.export.runtimes import llamacpp_settings, vllm_settings
 from ropescale.model_info import ModelInfo, build_spec
 from ropescale.models import read_config_dict
@@ -22,8 +23,11 @@ HELP = "print the rope config, vLLM flags and llama.cpp flags to run a model at 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local checkpoint directory or Hugging Face Hub id")
-    parser.add_argument("--target-length", type=int, required=True, help="context length to reach, in tokens")
-    parser.add_argument("--method", default="yarn", choices=list(METHODS), help="scaling method (default: yarn)")
+    parser.add_argument("--target-length", type=int, default=None, help="context length to reach, in tokens "
+                        "(required unless --spec gives it)")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--method", default=None, choices=list(METHODS), help="scaling method (default: yarn)")
+    add_spec_file_argument(chosen)
     parser.add_argument("--head-dim", type=int, default=None, help="override the head dim read from config.json")
     parser.add_argument("--rope-theta", type=float, default=None, help="the new base θ, for --method abf only")
 
@@ -68,8 +72,11 @@ def _gguf_value(value: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     config = read_config_dict(args.model)
     info = ModelInfo.from_config(config, args.head_dim)
-    spec = plan_spec(info, args.method, args.target_length, args.rope_theta)
-    head_dim, n = info.head_dim, args.target_length
+    spec = spec_file(args, config, others=("target_length", "rope_theta"))
+    if spec is None and args.target_length is None:
+        raise ValueError("--target-length is required (or --spec FILE, whose factor gives it)")
+    spec = spec or plan_spec(info, args.method or "yarn", args.target_length, args.rope_theta)
+    head_dim, n = info.head_dim, args.target_length or info.target_length(spec)
     current = info.rope
     _, attention = frequencies(spec, head_dim, n)
     rope_parameters = spec.to_hf(head_dim)
