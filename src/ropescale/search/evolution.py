@@ -85,6 +85,8 @@ class SearchSettings:
                              "the seeds (PI divides every pair by s) must lie in the space")
         if self.length is not None:
             _positive("length", self.length)
+        if self.fixed_attention_scale is not None:
+            Space(1, self.max_factor, self.fixed_attention_scale)  # its checks, before any model is loaded
         object.__setattr__(self, "factor", float(self.factor))
 
     def record(self) -> dict[str, Any]:

@@ -71,7 +71,10 @@ def needle_data(tokenizer, length: int, samples: int, seed: int, data: str = "em
     rng = random.Random(f"search-needle:{seed}")  # str seeds are stable across processes
     rows, labels = [], []
     for i in range(samples):
-        doc = training_document(tokenizer, rng, length, i / (samples - 1) if samples > 1 else 0.5, mix, pool)
+        try:
+            doc = training_document(tokenizer, rng, length, i / (samples - 1) if samples > 1 else 0.5, mix, pool)
+        except ValueError as exc:
+            raise ValueError(f"`length` {length} is too short for the needle fitness's documents ({exc})") from None
         ids = torch.tensor(doc.ids, dtype=torch.long)
         target = torch.full_like(ids, IGNORE_INDEX)
         answer = torch.tensor(doc.is_answer[1:], dtype=torch.bool)
