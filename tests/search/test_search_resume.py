@@ -119,3 +119,34 @@ def test_bad_settings_are_named(tiny_train_model_dir, tmp_path, settings, messag
     with pytest.raises(ValueError) as info:
         _search(tiny_train_model_dir, tmp_path, **settings)
     assert message in str(info.value)
+
+
+@pytest.mark.integration
+def test_a_search_process_killed_with_sigkill_resumes_to_the_same_result(tiny_train_model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from ropescale.cli.main import main
+
+    def argv(output):
+        return ["search", "--model", str(tiny_train_model_dir), "--factor", "4", "--output", str(output),
+                "--generations", "6", "--population", "6", "--samples", "2", "--fitness", "perplexity"]
+
+    assert main(argv(tmp_path / "full")) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ropescale", *argv(tmp_path / "killed")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / "generation-0001.json").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert len(_generations(tmp_path / "killed")) < 6
+    assert main(argv(tmp_path / "killed")) == 0
+    assert _generations(tmp_path / "killed") == _generations(tmp_path / "full")
+    assert (tmp_path / "killed" / "best.json").read_text() == (tmp_path / "full" / "best.json").read_text()
