@@ -261,6 +261,9 @@ def search_score_figure(history: list[dict], fitness: str, path: Path) -> Path |
     ax.plot(generations, [float(row["best"]) for row in history], marker="o", label="best")
     ax.plot(generations, [float(row["median"]) for row in history], linestyle="--", color="0.5",
             label="median of the population")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel(f"{fitness} fitness (nats per scored token)")
     ax.set_title(f"search score against generation ({fitness})")
