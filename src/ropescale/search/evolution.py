@@ -210,8 +210,9 @@ def propose(generation: int, state: State, settings: SearchSettings, space: Spac
     """The candidates generation `generation` evaluates: none scored before, none twice."""
     rng = rng_of(settings.seed, generation)
     taken = set(state.seen)
-    if generation == 0:
-        children = [c for c in seed_candidates if c.key not in taken and not taken.add(c.key)]
+    if generation == 0:  # the seeds, then mutations of them up to the population size
+        children = list({c.key: c for c in seed_candidates if c.key not in taken}.values())
+        taken.update(c.key for c in children)
         makers = [lambda: mutate(seed_candidates[rng.integers(len(seed_candidates))], space, rng)] * (
             settings.population - len(children))
     else:
