@@ -46,6 +46,7 @@ def test_search_writes_generations_best_spec_and_plots(tiny_train_model_dir, tmp
     assert main(argv) == 0
     said = capsys.readouterr().out
     assert "best.json" in said and "2 generations" in said
+    assert all(f"{name} " in said for name in ("linear", "ntk", "yarn"))  # the seeds' scores, to compare with
     for name in ("search.json", "generation-0000.json", "generation-0001.json", "best.json", "history.csv",
                  "score.png", "factors.png"):
         assert (out / name).is_file(), name

@@ -53,9 +53,9 @@ SETTING_FLAGS = ("population", "fitness", "length", "samples", "seed", "fixed_at
 def draw(result, fitness: str) -> list:
     """score.png and factors.png in the search folder, from its files."""
     from ropescale.report.plots import search_factors_figure, search_score_figure
-    from ropescale.search.evolution import seed_candidates_of
+    from ropescale.search.evolution import scored_seeds
 
-    seeds = seed_candidates_of(result.output)
+    seeds = {name: s.candidate for name, s in scored_seeds(result.output).items()}
     found = list(result.spec.long_factor)
     attention = {name: c.attention_factor for name, c in seeds.items()}
     attention["searched"] = result.spec.attention_factor
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ropescale.search import search
+    from ropescale.search.evolution import scored_seeds
 
     settings = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
     on_interrupt(args, lambda: f"every finished generation is in {args.output}; rerun the same command to continue")
@@ -76,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
                     **settings)
     plots = [str(p) for p in draw(result, args.fitness or "needle") if p is not None]
     last = result.history[-1]
-    print(f"search: {result.generations} generations in {args.output}; best score {result.score:.4f} "
-          f"(generation 0: {result.history[0]['best']:.4f}), attention scale {result.spec.attention_factor:.4g}")
+    seeds = ", ".join(f"{name} {s.score:.4f}" for name, s in scored_seeds(result.output).items())
+    print(f"search: {result.generations} generations in {args.output}; best score {result.score:.4f} (the seeds: "
+          f"{seeds}), attention scale {result.spec.attention_factor:.4g}")
     print(f"best spec: {result.output / 'best.json'} (use it with --spec); plots: {', '.join(plots)}")
     print(f"last generation: median {last['median']:.4f}, {last['evaluations']} candidates in {last['seconds']:.0f} s")
     return 0

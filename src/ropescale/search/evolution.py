@@ -335,12 +335,12 @@ def search(model=None, *, factor: float, output: str | Path, generations: int = 
                         output, state.history)
 
 
-def seed_candidates_of(output: Path) -> dict[str, Candidate]:
-    """The seeds generation 0 of the search in `output` evaluated, by method (linear, ntk, yarn)."""
+def scored_seeds(output: Path) -> dict[str, Scored]:
+    """The seeds generation 0 of the search in `output` scored, by method (linear, ntk, yarn)."""
     from ropescale.search.space import SEED_METHODS
 
     path = generation_path(Path(output), 0)
     if not path.is_file():
         return {}
-    children = [Candidate.from_record(item) for item in read_json(path)["children"]]
-    return {c.origin: c for c in children if c.origin in SEED_METHODS}
+    children = [Scored.from_record(item) for item in read_json(path)["children"]]
+    return {s.candidate.origin: s for s in children if s.candidate.origin in SEED_METHODS}
