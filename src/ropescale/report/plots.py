@@ -290,8 +290,10 @@ def search_factors_figure(found: list[float], references: dict[str, list[float]]
 
     pairs = list(range(len(found)))
     for (name, factors), dash in zip(references.items(), _DASHES * 3):
-        ax.plot(pairs, factors, linestyle=dash, color="0.55" if name != "yarn" else "tab:orange", label=label(name))
-    ax.plot(pairs, found, marker="o", markersize=3, color="tab:blue", label=label("searched"))
+        yarn = name == "yarn"  # wide and underneath, so that it shows where the searched factors equal it
+        ax.plot(pairs, factors, linestyle="-" if yarn else dash, color="tab:orange" if yarn else "0.55",
+                linewidth=4 if yarn else 1.5, alpha=0.5 if yarn else 1.0, label=label(name))
+    ax.plot(pairs, found, marker="o", markersize=3, linewidth=1, color="tab:blue", label=label("searched"))
     ax.set_yscale("log", base=2)
     ax.set_xlabel("rotary pair i (0 = highest frequency)")
     ax.set_ylabel("factor λ_i (frequency divisor)")
