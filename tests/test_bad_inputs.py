@@ -187,7 +187,7 @@ CASES = [
                           "{root}/r.jsonl"], "nope.txt' does not exist"),
     ("unknown-command", ["extendd"], "extendd"),
     ("unknown-flag", ["eval", "perplexity", "--lenghts", "64"], "--lenghts"),
-    ("missing-required-flag", ["plan", "--model", "{model}"], "arguments are required: --target-length"),
+    ("missing-required-flag", ["plan", "--model", "{model}"], "--target-length is required"),
     # outputs
     ("extend-output-is-file", ["extend", "--model", "{model}", "--method", "yarn", "--factor", "2", "--output",
                                "{a_file}"], "is a file; give a directory path for the checkpoint"),

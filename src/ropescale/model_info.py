@@ -11,6 +11,7 @@ before), else the config's `max_position_embeddings`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,3 +139,18 @@ def spec_for_model(model_or_config, method: str | None, factor: float | None = N
     if method is None:
         return None
     return build_spec(ModelInfo.from_config(model_or_config), method, 1.0 if factor is None else factor, **knobs)
+
+
+def check_spec_fits(info: ModelInfo, spec: RopeSpec, field: str = "spec") -> RopeSpec:
+    """`spec` (read from a file) for this model: ValueError naming `field` when it was made for another L0 or θ
+    (abf sets its own θ); its partial rotary factor left at 1.0 is taken from the model. Returns the spec."""
+    l0 = info.original_max_position_embeddings
+    if spec.original_max_position_embeddings not in (None, l0):
+        raise ValueError(f"`{field}` was made for L0 = {spec.original_max_position_embeddings}, but the model's "
+                         f"original context length is {l0}")
+    if spec.method != "abf" and spec.rope_theta != info.rope_theta:
+        raise ValueError(f"`{field}` has rope_theta {spec.rope_theta:g}, but the model's is {info.rope_theta:g}")
+    if spec.partial_rotary_factor == 1.0 and info.partial_rotary_factor != 1.0:
+        spec = dataclasses.replace(spec, partial_rotary_factor=info.partial_rotary_factor)
+    frequencies(spec, info.head_dim)  # longrope lists must hold one factor per rotary pair of this model
+    return spec

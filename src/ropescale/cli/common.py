@@ -9,7 +9,8 @@ import argparse
 
 from ropescale.cli.args import finite_float, list_of
 
-from ropescale.model_info import SPEC_KNOBS, spec_for_model
+from ropescale.model_info import SPEC_KNOBS, ModelInfo, check_spec_fits, spec_for_model
+from ropescale.rope.spec import read_spec
 
 
 
@@ -49,17 +50,40 @@ def add_spec_arguments(parser: argparse.ArgumentParser, required: bool = False) 
     """--method, --factor and the method knobs; without --method the model runs as it is saved."""
     from ropescale.rope import METHODS
 
-    parser.add_argument("--method", default=None, required=required, choices=list(METHODS),
+    chosen = parser.add_mutually_exclusive_group(required=required)  # a method, or a spec file that holds one
+    chosen.add_argument("--method", default=None, choices=list(METHODS),
                         metavar="METHOD", help="scaling method: " + ", ".join(METHODS))
+    add_spec_file_argument(chosen)
     parser.add_argument("--factor", type=finite_float, default=None,
                         help="scale factor s = target length / L0 (default: 1)")
     for dest, text in SPEC_KNOBS.items():
         parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=finite_float, default=None, help=text)
 
 
+def add_spec_file_argument(parser) -> None:
+    parser.add_argument("--spec", default=None, metavar="FILE", help="a RopeSpec as JSON (e.g. the best.json of "
+                        "`ropescale search`) instead of --method/--factor")
+
+
+def spec_file(args: argparse.Namespace, model_or_config, others: tuple[str, ...] = ("factor", *SPEC_KNOBS)):
+    """The RopeSpec of --spec FILE checked against the model (None without --spec); any of `others` given beside
+    it is an error: the file holds the method, the factor and every knob."""
+    if getattr(args, "spec", None) is None:
+        return None
+    given = [name for name in others if getattr(args, name, None) is not None]
+    if given:
+        raise ValueError(f"--spec and --{given[0].replace('_', '-')} exclude each other: the spec file holds the "
+                         "method, the factor and its settings")
+    return check_spec_fits(ModelInfo.from_config(model_or_config), read_spec(args.spec))
+
+
 def spec_from_args(args: argparse.Namespace, model_or_config):
-    """The RopeSpec the flags ask for, completed from the model's config (θ, L0, partial rotary); None when no
-    --method was given. Flags that the method does not read are an error from RopeSpec naming the field."""
+    """The RopeSpec the flags ask for, completed from the model's config (θ, L0, partial rotary), or read from
+    --spec FILE; None when neither --method nor --spec was given. Flags that the method does not read are an error
+    from RopeSpec naming the field."""
+    from_file = spec_file(args, model_or_config)
+    if from_file is not None:
+        return from_file
     knobs = {name: getattr(args, name, None) for name in SPEC_KNOBS}
     return spec_for_model(model_or_config, getattr(args, "method", None), getattr(args, "factor", None), **knobs)
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ropescale.cli.common import add_model_argument, positive_int
+from ropescale.cli.common import add_model_argument, add_spec_file_argument, positive_int, spec_file
 from ropescale.export.hf import hf_config_keys, loading_note, needs_ropescale
 from ropescale.export.runtimes import gguf_arch, llamacpp_settings, vllm_settings
 from ropescale.io import write_json_atomic
@@ -27,6 +27,7 @@ TARGETS = ("hf", "vllm", "llamacpp", "gguf")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_argument(parser)
+    add_spec_file_argument(parser)  # the settings for this spec instead of the checkpoint's own rope
     parser.add_argument("--to", required=True, choices=TARGETS, help="runtime: " + ", ".join(TARGETS))
     parser.add_argument("--max-len", type=positive_int, default=None,
                         help="longest sequence to serve (default: L0 x factor of the checkpoint's rope)")
@@ -85,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--gguf BASE.gguf goes with --to gguf (and --to gguf needs it, with --output OUT.gguf)")
     config = read_config_dict(args.model)
     info = ModelInfo.from_config(config)
-    spec = info.rope
+    spec = spec_file(args, config, others=()) or info.rope
+    if args.spec is not None and args.write_config:
+        raise ValueError("--write-config rewrites the checkpoint's own rope; to give it --spec, run `ropescale "
+                         "extend --spec` (it writes the weights and config together)")
     max_len = args.max_len or default_max_len(spec, config)
     if args.to == "gguf":
         return _gguf(args, spec, info, max_len)

@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval",
     "report": "report",
     "study": "study",
+    "search": "search",
 }
 
 

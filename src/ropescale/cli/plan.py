@@ -17,7 +17,7 @@ import dataclasses
 import json
 from typing import Any
 
-from ropescale.cli.common import positive_int
+from ropescale.cli.common import add_spec_file_argument, positive_int, spec_file
 from ropescale.export.runtimes import llamacpp_settings, vllm_settings
 from ropescale.memory_plan import GiB, NARROW, ZERO_STAGES, Architecture, TrainShape, options, smallest_fit
 from ropescale.model_info import ModelInfo, build_spec
@@ -30,8 +30,11 @@ HELP = "print the rope config, vLLM flags and llama.cpp flags to run a model at 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="local checkpoint directory or Hugging Face Hub id")
-    parser.add_argument("--target-length", type=int, required=True, help="context length to reach, in tokens")
-    parser.add_argument("--method", default="yarn", choices=list(METHODS), help="scaling method (default: yarn)")
+    parser.add_argument("--target-length", type=int, default=None, help="context length to reach, in tokens "
+                        "(required unless --spec gives it)")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--method", default=None, choices=list(METHODS), help="scaling method (default: yarn)")
+    add_spec_file_argument(chosen)
     parser.add_argument("--head-dim", type=int, default=None, help="override the head dim read from config.json")
     parser.add_argument("--rope-theta", type=float, default=None, help="the new base θ, for --method abf only")
     memory = parser.add_argument_group("memory of a fine-tuning step (printed with --gpus)")
@@ -93,8 +96,11 @@ def _gguf_value(value: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     config = read_config_dict(args.model)
     info = ModelInfo.from_config(config, args.head_dim)
-    spec = plan_spec(info, args.method, args.target_length, args.rope_theta)
-    head_dim, n = info.head_dim, args.target_length
+    spec = spec_file(args, config, others=("target_length", "rope_theta"))
+    if spec is None and args.target_length is None:
+        raise ValueError("--target-length is required (or --spec FILE, whose factor gives it)")
+    spec = spec or plan_spec(info, args.method or "yarn", args.target_length, args.rope_theta)
+    head_dim, n = info.head_dim, args.target_length or info.target_length(spec)
     current = info.rope
     _, attention = frequencies(spec, head_dim, n)
     rope_parameters = spec.to_hf(head_dim)
@@ -127,25 +133,25 @@ def run(args: argparse.Namespace) -> int:
         *(f"  lost: {note}" for note in llamacpp["lossy"]),
     ]
     if args.gpus is not None or args.gpu_memory is not None:
-        lines += ["", *memory_lines(args, config)]
+        lines += ["", *memory_lines(args, config, n)]
     print("\n".join(lines))
     return 0
 
 
-def _memory_shape(args: argparse.Namespace) -> TrainShape:
+def _memory_shape(args: argparse.Namespace, target_length: int) -> TrainShape:
     if args.gpus is None or args.gpu_memory is None:
         raise ValueError("--gpus and --gpu-memory go together: the GPUs the run has and the GiB each holds")
     if args.gpu_memory <= 0:
         raise ValueError(f"--gpu-memory must be a positive number of GiB, got {args.gpu_memory:g}")
     if args.sequence_parallel is not None and args.gpus % args.sequence_parallel:
         raise ValueError(f"--sequence-parallel {args.sequence_parallel} must divide --gpus {args.gpus}")
-    return TrainShape(seq_len=args.seq_len or args.target_length, batch_size=args.batch_size,
+    return TrainShape(seq_len=args.seq_len or target_length, batch_size=args.batch_size,
                       gradient_checkpointing=args.gradient_checkpointing, lora_rank=args.lora_rank, gpus=args.gpus)
 
 
-def memory_lines(args: argparse.Namespace, config: dict) -> list[str]:
+def memory_lines(args: argparse.Namespace, config: dict, target_length: int) -> list[str]:
     """The memory part of the plan: the asked configuration, the smallest that fits, and the grid of all."""
-    arch, shape = Architecture.from_config(config), _memory_shape(args)
+    arch, shape = Architecture.from_config(config), _memory_shape(args, target_length)
     limit = int(args.gpu_memory * GiB)
     found = options(arch, shape)
     strategy = f"LoRA rank {shape.lora_rank}" if shape.lora_rank else "full fine-tune"

@@ -246,3 +246,61 @@ def loss_figure(curves, path: Path) -> Path | None:
         return save_png(fig, path)
     finally:
         plt.close(fig)
+
+
+# ---------------------------------------------------------------- ropescale search
+
+
+def search_score_figure(history: list[dict], fitness: str, path: Path) -> Path | None:
+    """Best and median score of each generation of a search (history.csv rows); None without rows."""
+    if not history:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    generations = [int(row["generation"]) for row in history]
+    ax.plot(generations, [float(row["best"]) for row in history], marker="o", label="best")
+    ax.plot(generations, [float(row["median"]) for row in history], linestyle="--", color="0.5",
+            label="median of the population")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("generation")
+    ax.set_ylabel(f"{fitness} fitness (nats per scored token)")
+    ax.set_title(f"search score against generation ({fitness})")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    try:
+        return save_png(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def search_factors_figure(found: list[float], references: dict[str, list[float]], path: Path,
+                          attention: dict[str, float] | None = None) -> Path | None:
+    """The searched per-pair factors against the seeds' (YaRN's, PI's, NTK's), pair 0 = highest frequency, log
+    y; the legend carries each one's attention scale when given."""
+    if not found:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    attention = attention or {}
+
+    def label(name: str) -> str:
+        return name + (f" (attention {attention[name]:.3g})" if name in attention else "")
+
+    pairs = list(range(len(found)))
+    for (name, factors), dash in zip(references.items(), _DASHES * 3):
+        yarn = name == "yarn"  # wide and underneath, so that it shows where the searched factors equal it
+        ax.plot(pairs, factors, linestyle="-" if yarn else dash, color="tab:orange" if yarn else "0.55",
+                linewidth=4 if yarn else 1.5, alpha=0.5 if yarn else 1.0, label=label(name))
+    ax.plot(pairs, found, marker="o", markersize=3, linewidth=1, color="tab:blue", label=label("searched"))
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("rotary pair i (0 = highest frequency)")
+    ax.set_ylabel("factor λ_i (frequency divisor)")
+    ax.set_title("searched long_factor against the seeds")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    try:
+        return save_png(fig, path)
+    finally:
+        plt.close(fig)

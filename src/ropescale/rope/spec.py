@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ropescale.rope.methods import BETA_FAST, BETA_SLOW, METHODS
@@ -212,3 +214,34 @@ def _check_method_fields(spec: RopeSpec) -> None:
         if field.name not in allowed and getattr(spec, field.name) != field.default:
             raise ValueError(f"RopeSpec.{field.name} is not used by method {spec.method!r}; it reads "
                              f"{', '.join(('rope_theta',) + method.parameters + ('partial_rotary_factor',))}")
+
+
+# ---------------------------------------------------------------- a spec in a file
+
+
+def read_spec(path, field: str = "spec") -> RopeSpec:
+    """The RopeSpec in a JSON file: a `record()` (what `ropescale search` writes as best.json), or a
+    transformers `rope_parameters` dict / config.json. ValueError naming `field` and the file when it is missing,
+    not JSON, or not a valid spec."""
+    where = f"`{field}` {str(path)!r}"
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{where} is a directory; give a RopeSpec JSON file (e.g. the best.json of `ropescale "
+                         "search`)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{where} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{where} is not a JSON file ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must hold a JSON object with the RopeSpec fields, got {type(data).__name__}")
+    try:
+        if "method" in data:
+            unknown = sorted(set(data) - {f.name for f in dataclasses.fields(RopeSpec)})
+            if unknown:
+                raise ValueError(f"{unknown[0]!r} is not a RopeSpec field")
+            return RopeSpec(**data)
+        return RopeSpec.from_hf(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {' '.join(str(exc).split())}") from None

@@ -5,12 +5,14 @@ A recipe has six parts; every key below is accepted and any other key raises Val
     model: embedded                 # the model to extend (None/"embedded", a directory, a Hub id)
     factor: 16                      # scale factor s of every method and fine-tune run (target length s·L0)
     lengths: [256, ..., 4096]       # evaluation lengths (null: 1, 2, 4, 8, 16 × L0)
-    methods: [linear, ntk, ...]     # training-free methods compared against `default` (the unscaled model)
+    methods: [linear, ntk, ...]     # training-free methods compared against `default` (the unscaled model); an
+                                    # entry ending in .json is a RopeSpec file (e.g. a searched longrope spec)
     eval: {max_windows: 4, ...}     # EvalSettings fields
     finetune: {steps: 200, ...}      # FinetuneConfig fields shared by every run (same step budget each)
     runs:                           # the fine-tune runs: a name, a method, and per-run FinetuneConfig fields
       - {name: yarn, method: yarn}
       - {name: yarn-pose, method: yarn, pose_window: 512}
+      - {name: searched, spec: recipes/specs/embedded-longrope-x8.json}   # fine-tune from a spec file
 
 Every fine-tune run is checked as a complete `FinetuneConfig` when the recipe is read, so a bad key in
 `finetune:` or a run fails before any model is loaded.
@@ -129,10 +131,21 @@ class FinetuneRun:
                              f"got {values!r}")
         values = dict(values)
         method = values.pop("method", None)
+        if method is not None and values.get("spec") is not None:
+            raise ValueError(f"runs[{index}]: method and spec exclude each other (the spec file holds the method)")
+        if method is None and isinstance(values.get("spec"), str):
+            from ropescale.rope.spec import read_spec
+
+            method = read_spec(values["spec"], field=f"runs[{index}].spec").method
         if method is None:
-            raise ValueError(f"runs[{index}] needs a method (one of {', '.join(METHODS)})")
+            raise ValueError(f"runs[{index}] needs a method (one of {', '.join(METHODS)}) or a spec file")
         name = values.pop("name", None) or _default_name(method, values)
         return cls(name=name, method=method, settings=values)
+
+
+def is_spec_file(entry: str) -> bool:
+    """A `methods` entry that names a RopeSpec JSON file rather than a method."""
+    return isinstance(entry, str) and entry.lower().endswith(".json")
 
 
 def _default_name(method: str, settings: dict) -> str:
@@ -170,9 +183,12 @@ class StudyConfig:
                 _is_int(n) and n >= 2 for n in self.lengths), "a non-empty list of integers >= 2, or null")
             object.__setattr__(self, "lengths", tuple(sorted(set(self.lengths))))
         _require("methods", isinstance(self.methods, (list, tuple)), "a list of method names")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in METHODS and not is_spec_file(m)]
         if bad:
-            raise ValueError(f"methods: {bad[0]!r} is not a method; accepted: {', '.join(METHODS)}")
+            raise ValueError(f"methods: {bad[0]!r} is not a method; accepted: {', '.join(METHODS)}, or a RopeSpec "
+                             "JSON file (e.g. the best.json of `ropescale search`)")
+        for path in filter(is_spec_file, self.methods):
+            self.spec_of(path, "methods")  # readable, and made for this factor
         object.__setattr__(self, "methods", tuple(dict.fromkeys(m for m in self.methods if m != "default")))
         for name in ("model", "model_label", "output"):
             _require(name, getattr(self, name) is None or isinstance(getattr(self, name), str), "a string")
@@ -198,13 +214,26 @@ class StudyConfig:
 
     # ------------------------------------------------------------------------------------------ derived
 
+    def spec_of(self, path: str, where: str):
+        """The RopeSpec in a spec file of the recipe; ValueError when it is not made for the study's factor."""
+        from ropescale.rope.spec import read_spec
+
+        spec = read_spec(path, field=where)
+        if spec.factor != float(self.factor):
+            raise ValueError(f"{where}: {path!r} has factor {spec.factor:g}, the study's is {float(self.factor):g}")
+        return spec
+
     def finetune_config(self, run: FinetuneRun, output: str | Path | None = None, **flags):
-        """The FinetuneConfig of one run: shared settings, then the run's own, then model/method/factor."""
+        """The FinetuneConfig of one run: shared settings, then the run's own, then model/method/factor (or the
+        run's `spec` file, which holds method and factor)."""
         from ropescale.train.config import FinetuneConfig, yaml_floats
 
         values = {**yaml_floats(self.finetune), **yaml_floats(run.settings), "model": self.model,
-                  "method": run.method, "factor": float(self.factor),
                   "output": None if output is None else str(output), **flags}
+        if values.get("spec") is None:
+            values.update(method=run.method, factor=float(self.factor))
+        else:
+            self.spec_of(values["spec"], f"runs[{run.name}].spec")
         steps = values.get("steps", 200)
         if values.get("save_every") is None and _is_int(steps) and steps >= 1:
             values["save_every"] = max(1, math.ceil(steps / 10))  # an interrupted study resumes from here

@@ -40,10 +40,10 @@ from ropescale.evaluate.results import canonical
 
 from ropescale.io import write_json_atomic, write_text_atomic
 from ropescale.memory_plan import Estimate, check_fits, eval_knobs, train_knobs
-from ropescale.model_info import ModelInfo, build_spec
+from ropescale.model_info import ModelInfo, build_spec, check_spec_fits
 from ropescale.models import load_config, load_tokenizer
 from ropescale.report import load_rows, write_report
-from ropescale.study.config import FinetuneRun, StudyConfig
+from ropescale.study.config import FinetuneRun, StudyConfig, is_spec_file
 from ropescale.study.summary import Entry, collect, evaluated_target_length, findings, headline_table
 from ropescale.train import loop
 from ropescale.train.checkpoint import checkpoint_dirs, read_state
@@ -149,9 +149,14 @@ def training_free_targets(config: StudyConfig, info: ModelInfo) -> list[Target]:
                   config.label)
     out = [base]
     for method in config.methods:
-        spec = build_spec(info, method, config.factor)
-        out.append(Target(Entry(f"{method} ×{config.factor:g}", config.label, spec.method, float(spec.factor),
-                                "training-free"), config.model, spec, config.label))
+        if is_spec_file(method):  # rows carry the file's name, so two longrope specs stay apart
+            spec = check_spec_fits(info, config.spec_of(method, "methods"))
+            stem = Path(method).stem
+            label, name = f"{config.label} [{stem}]", f"{stem} ({spec.method} ×{config.factor:g})"
+        else:
+            spec, label, name = build_spec(info, method, config.factor), config.label, f"{method} ×{config.factor:g}"
+        out.append(Target(Entry(name, label, spec.method, float(spec.factor), "training-free"), config.model, spec,
+                          label))
     return out
 
 

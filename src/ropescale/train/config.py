@@ -33,6 +33,8 @@ class FinetuneConfig:
     # RoPE scaling; method None trains the model with the rope it was saved with
     method: str | None = setting(None, "scaling method (default: the model's own rope)", choices=tuple(METHODS))
     factor: float | None = setting(None, "scale factor s = target length / L0 (default: 1)")
+    spec: str | None = setting(None, "a RopeSpec JSON file (e.g. the best.json of `ropescale search`) instead of "
+                                     "method, factor and the knobs")
     rope_theta: float | None = knob("rope_theta")
     attention_factor: float | None = knob("attention_factor")
     beta_fast: float | None = knob("beta_fast")
@@ -108,8 +110,14 @@ class FinetuneConfig:
 
     def _check_spec_fields(self) -> None:
         # the spec itself is built (and range-checked by RopeSpec) once the model's config is known
-        check_needs_method(self.method, **{name: getattr(self, name) for name in
-                                           ("factor", *SPEC_KNOBS, "original_max_position_embeddings")})
+        settings = {name: getattr(self, name) for name in ("factor", *SPEC_KNOBS, "original_max_position_embeddings")}
+        if self.spec is not None:
+            given = [name for name, value in {"method": self.method, **settings}.items() if value is not None]
+            if given:
+                raise ValueError(f"`spec` and `{given[0]}` exclude each other: the spec file holds the method, the "
+                                 "factor and its settings")
+            return
+        check_needs_method(self.method, **settings)
         if self.method is not None and self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
 

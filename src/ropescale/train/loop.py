@@ -45,7 +45,8 @@ from ropescale.data.pose import pose_batch_position_ids
 from ropescale.export.hf import save_extended
 from ropescale.io import write_json_atomic
 from ropescale.memory_plan import Estimate, TrainShape, check_fits, estimate, train_knobs
-from ropescale.model_info import SPEC_KNOBS, ModelInfo, build_spec
+from ropescale.model_info import SPEC_KNOBS, ModelInfo, build_spec, check_spec_fits
+from ropescale.rope.spec import read_spec
 from ropescale.patch import apply
 from ropescale.rope import RopeSpec
 from ropescale.train.checkpoint import (LossLog, TrainerState, check_run_dir, clear_output_dir,
@@ -215,6 +216,8 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 def _spec(config: FinetuneConfig, info: ModelInfo):
     """The spec the settings ask for (None: the model trains as saved); L0 from the settings when given."""
+    if config.spec is not None:
+        return check_spec_fits(info, read_spec(config.spec))
     if config.method is None:
         return None
     knobs = {name: getattr(config, name) for name in SPEC_KNOBS}
