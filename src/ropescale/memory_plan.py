@@ -20,7 +20,8 @@ A training step (`ropescale.train.finetune`):
   Attention is SDPA/FlashAttention (no [T, T] scores). Sequence parallelism of degree N (DeepSpeed Ulysses)
   gives every GPU T/N positions and adds the all-to-all buffers of q, k, v and the attention output.
 - loss. `ropescale.train.loss`: logits exist for one chunk of positions at a time, recomputed in the backward
-  pass: the log-softmax, its gradient and the logits' gradient, fp32 [B, chunk, V] each.
+  pass: fp32 [B, chunk, V] buffers (`LOSS_BUFFERS`).
+The parts are added (`train_estimate` says why), and the CPU constants are fitted to measured peaks.
 An evaluation unit (`ropescale.evaluate`): a perplexity window of T tokens (one layer's working set at a time, plus
 the chunked logits and their log-softmax), or a prefill with the KV cache (passkey keeps a second copy of it to
 score the answer, `decoding.answer_nll`).
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ropescale.rope.hf import config_head_dim, config_value, text_part
+from ropescale.train.config import LORA_TARGETS
 from ropescale.train.loss import LOGITS_BUDGET_ELEMENTS
 
 GiB = 2**30
@@ -43,7 +45,6 @@ MiB = 2**20
 NARROW = 0.85   # above this share of the available memory a run is said to fit narrowly
 ZERO_STAGES = (0, 1, 2, 3)
 EVAL_KINDS = ("window", "prefill", "passkey")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 # Calibrated on CPU by benchmarks/memory_plan.py, on the embedded model's cases only (least squares of the relative
 # error: measured peak RSS − RSS before the model = counted tensors + RUNTIME + (FACTOR − 1) × counted activations);
