@@ -2,6 +2,7 @@
 exactly the candidates, scores and best spec of an uninterrupted one."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -128,7 +129,6 @@ def test_a_search_process_killed_with_sigkill_resumes_to_the_same_result(tiny_tr
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     from ropescale.cli.main import main
 
@@ -150,3 +150,16 @@ def test_a_search_process_killed_with_sigkill_resumes_to_the_same_result(tiny_tr
     assert main(argv(tmp_path / "killed")) == 0
     assert _generations(tmp_path / "killed") == _generations(tmp_path / "full")
     assert (tmp_path / "killed" / "best.json").read_text() == (tmp_path / "full" / "best.json").read_text()
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "recipes" / "specs").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_spec_reads_and_fits_the_embedded_model(path):
+    from ropescale.model_info import ModelInfo, check_spec_fits
+    from ropescale.models import load_config
+
+    spec = check_spec_fits(ModelInfo.from_config(load_config(None)), read_spec(path))
+    assert spec.method == "longrope" and is_monotone(spec.long_factor)
+    assert f"x{spec.factor:g}" in path.stem
