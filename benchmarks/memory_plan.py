@@ -20,7 +20,7 @@ Units, as ropescale runs them:
 Models: the embedded checkpoint; the benchmarks' random Llamas (hidden 512 × 4 layers × vocab 128256 of
 eval_memory.py/finetune_step.py, hidden 1024 × 8 layers × vocab 32000 of throughput.py); a random Llama with
 SmolLM2-135M's published shape (30 layers, 9 heads / 3 KV heads, tied embeddings); the tests' tiny Llama (hidden 64,
-2 layers, vocabulary 4096), whose training step tests/test_memory_plan_measured.py measures again in every run.
+2 layers, vocabulary 4096).
 
     python benchmarks/memory_plan.py                  # measure every case (about an hour on 2 cores)
     python benchmarks/memory_plan.py --only embedded  # the cases of one model
@@ -45,7 +45,7 @@ MODELS = {
     "bench-512x4": dict(hidden=512, layers=4, vocab=128256, heads=8, kv_heads=8, intermediate=1344, tied=False),
     "bench-1024x8": dict(hidden=1024, layers=8, vocab=32000, heads=16, kv_heads=16, intermediate=2688, tied=False),
     "smollm2-shape": dict(hidden=576, layers=30, vocab=49152, heads=9, kv_heads=3, intermediate=1536, tied=True),
-    # tests/conftest.py's tiny Llama with the embedded tokenizer's vocabulary: tests/test_memory_plan_measured.py
+    # tests/conftest.py's tiny Llama with the embedded tokenizer's vocabulary
     "tiny": dict(hidden=64, layers=2, vocab=4096, heads=4, kv_heads=2, intermediate=128, tied=False),
 }
 
