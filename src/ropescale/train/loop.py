@@ -56,7 +56,7 @@ from ropescale.train.loss import IGNORE_INDEX, row_nll, shift_labels
 from ropescale.train.lora import add_lora, count_parameters, merge_lora
 from ropescale.train.memory import adamw, release_freed_memory
 from ropescale.train.schedule import make_scheduler
-from ropescale.train.sequence_parallel import (Group, accelerator_kwargs, all_reduce_max, all_reduce_sum,
+from ropescale.train.sequence_parallel import (Group, accelerator_kwargs, all_reduce,
                                                check_sequence_parallel, current_group,
                                                install_global_length, launched_world_size, shard_rows)
 
@@ -444,8 +444,8 @@ def setup(config: FinetuneConfig, output: Path, fresh: bool) -> Run:
     model, optimizer, scheduler = accelerator.prepare(loss_module, optimizer, scheduler)
     group = current_group(size, accelerator.process_index, accelerator.num_processes)   # built by prepare
     if size > 1:
-        install_global_length(lm, all_reduce_max(group.group))
-        loss_module.count_sum = all_reduce_sum(group.group)
+        install_global_length(lm, all_reduce(group.group, "max"))
+        loss_module.count_sum = all_reduce(group.group, "sum")
     return Run(config, output, accelerator, tokenizer, spec, target_len, seq_len, rows,
                RowOrder(len(rows.ids), config.seed), lm, model, optimizer, scheduler, params, n_trainable, n_total,
                group)

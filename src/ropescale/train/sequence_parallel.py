@@ -240,21 +240,13 @@ def install_global_length(model, group_max: Callable[[torch.Tensor], torch.Tenso
     return handles
 
 
-def all_reduce_max(group) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The maximum of a 0-d tensor over `group` (torch.distributed all-reduce MAX)."""
-    def group_max(value: torch.Tensor) -> torch.Tensor:
+def all_reduce(group, op: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A tensor reduced over `group` ("max": the global length; "sum": token counts), without gradient."""
+    reduce_op = {"max": torch.distributed.ReduceOp.MAX, "sum": torch.distributed.ReduceOp.SUM}[op]
+
+    def reduced(value: torch.Tensor) -> torch.Tensor:
         value = value.detach().clone()
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX, group=group)
+        torch.distributed.all_reduce(value, op=reduce_op, group=group)
         return value
 
-    return group_max
-
-
-def all_reduce_sum(group) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The sum of a tensor over `group`, without gradient (used for token counts)."""
-    def group_sum(value: torch.Tensor) -> torch.Tensor:
-        value = value.detach().clone()
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM, group=group)
-        return value
-
-    return group_sum
+    return reduced
