@@ -83,6 +83,20 @@ def test_full_run_writes_curve_summary_and_a_native_checkpoint(tiny_train_model_
     assert json.loads((out / "ropescale.json").read_text())["finetuned"]["steps"] == 3   # via save_extended
 
 
+@pytest.mark.parametrize("saved", [None, "yarn"])
+def test_training_the_rope_as_saved_saves_it_unchanged(tiny_train_model_dir, text_file, tmp_path, saved):
+    """Without `method` the model trains with the rope it has (here the base default rope, or a yarn ×8
+    checkpoint from a first run): the final checkpoint keeps that rope and its length."""
+    model = tiny_train_model_dir
+    if saved:
+        model = finetune(_config(model, text_file, tmp_path / "first", steps=1))
+    out = finetune(_config(model, text_file, tmp_path / "again", method=None, factor=None, steps=1, seq_len=64))
+    before = json.loads((model / "config.json").read_text())
+    after = json.loads((out / "config.json").read_text())
+    assert after["rope_parameters"] == before["rope_parameters"]
+    assert after["max_position_embeddings"] == before["max_position_embeddings"]
+
+
 def test_lora_trains_embeddings_and_norms_and_merges(tiny_train_model_dir, text_file, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 

@@ -9,6 +9,7 @@ it from the extended `max_position_embeddings` (reference §1.4, "Gotcha").
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -43,13 +44,14 @@ def loading_note(spec: RopeSpec) -> str:
 
 
 def hf_config_keys(spec: RopeSpec, head_dim: int, model_type: str | None = None,
-                   rope_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+                   rope_parameters: dict[str, Any] | None = None, *,
+                   max_position_embeddings: int | None = None) -> dict[str, Any]:
     """The config.json keys of `spec` in both schemas: rope_parameters, rope_theta, rope_scaling,
     max_position_embeddings (and top-level partial_rotary_factor, and the model type's legacy aliases).
 
     `rope_parameters` is the dict a patched config already holds (default: `spec.to_hf(head_dim)`); it must
     describe `spec`. The legacy `rope_scaling` is `spec.to_legacy_hf()` plus any extra key of that dict, so
-    that the two schemas are identical.
+    that the two schemas are identical. `max_position_embeddings` defaults to `spec.max_position_embeddings()`.
     """
     params = dict(rope_parameters) if rope_parameters is not None else spec.to_hf(head_dim)
     theta, scaling = spec.to_legacy_hf(head_dim)
@@ -58,7 +60,7 @@ def hf_config_keys(spec: RopeSpec, head_dim: int, model_type: str | None = None,
         raise ValueError(f"the config's rope_parameters {params} do not describe {spec!r} "
                          f"(expected {spec.to_hf(head_dim)}); call ropescale.apply(model, spec) first")
     keys: dict[str, Any] = {"rope_parameters": params, "rope_theta": theta, "rope_scaling": scaling,
-                            "max_position_embeddings": spec.max_position_embeddings()}
+                            "max_position_embeddings": max_position_embeddings or spec.max_position_embeddings()}
     if spec.partial_rotary_factor != 1.0:  # transformers 4.x reads it at the top level
         keys["partial_rotary_factor"] = spec.partial_rotary_factor
     for key, alias in LEGACY_ALIASES.get(model_type, {}).items():
@@ -108,7 +110,12 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
     info = ModelInfo.from_config(model)
     if info.rope != spec:
         raise ValueError(f"the model's rope is {info.rope!r}, not {spec!r}; call ropescale.apply(model, spec) first")
-    keys = hf_config_keys(spec, info.head_dim, info.model_type, info.config.rope_parameters)
+    # a rope saved without L0 (default, linear, dynamic as transformers writes them) keeps the config's length
+    length = (None if spec.original_max_position_embeddings is not None else
+              dataclasses.replace(spec, original_max_position_embeddings=info.original_max_position_embeddings)
+              .max_position_embeddings())
+    keys = hf_config_keys(spec, info.head_dim, info.model_type, info.config.rope_parameters,
+                          max_position_embeddings=length)
     provenance = dict(provenance or {})
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
