@@ -15,6 +15,7 @@ from ropescale.cli.main import main
 from ropescale.evaluate import Cell, PerplexityTask, evaluate
 from ropescale.evaluate.driver import largest_unit
 from ropescale.models import load_config
+from ropescale.search import search
 
 
 @pytest.fixture
@@ -137,3 +138,26 @@ def test_passkey_of_a_hundred_million_tokens_ends_within_seconds_with_exit_2(tmp
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "passkey at 100000000 tokens" in proc.stderr
     assert time.perf_counter() - start < 60 and not out.exists()
+
+
+def test_search_that_cannot_fit_exits_2_before_writing_or_loading(tiny_train_model_dir, tmp_path, no_memory, capsys,
+                                                                 monkeypatch):
+    import ropescale.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the memory check")
+
+    monkeypatch.setattr(ropescale.models, "load_model", refuse)
+    out = tmp_path / "search"
+    argv = ["search", "--model", str(tiny_train_model_dir), "--factor", "4", "--output", str(out), "--generations",
+            "1", "--population", "4", "--samples", "1", "--fitness", "perplexity"]
+    assert main(argv) == 2
+    err = _one_line(capsys)
+    assert "scoring 1 x 64 tokens" in err and "--factor" in err and "--batch-size" in err and "--force" in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="not enough memory: scoring 1 x 64 tokens"):
+        search(str(tiny_train_model_dir), factor=4.0, output=out, generations=1, population=4, samples=1,
+               fitness="perplexity", progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(memory_plan, "available_memory", lambda device="cpu": memory_plan.MiB)
+    assert main(argv + ["--force"]) == 0 and (out / "best.json").is_file()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from ropescale.cli.args import finite_float
-from ropescale.cli.common import add_model_argument, on_interrupt, positive_int
+from ropescale.cli.common import add_force_argument, add_model_argument, on_interrupt, positive_int
 
 HELP = "search longrope's per-pair factors (and attention scale) by evolution on training text; writes a spec"
 
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None,
                         help="windows per forward pass (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_force_argument(parser)
 
 
 SETTING_FLAGS = ("population", "fitness", "length", "samples", "seed", "fixed_attention_scale", "max_factor", "data",
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     on_interrupt(args, lambda: f"every finished generation is in {args.output}; rerun the same command to continue")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = search(args.model, factor=args.factor, output=args.output, generations=args.generations, device=device,
-                    **settings)
+                    force=args.force, **settings)
     plots = [str(p) for p in draw(result, args.fitness or "needle") if p is not None]
     last = result.history[-1]
     seeds = ", ".join(f"{name} {s.score:.4f}" for name, s in scored_seeds(result.output).items())

@@ -263,14 +263,15 @@ class Problem:
     header: dict[str, Any]
 
 
-def setup(model_name, settings: SearchSettings, device: str | None, output: Path) -> Problem:
-    """Read the model's config, check `output` against these settings (search.json), then load the model and
-    tokenizer and build the fitness data and the space."""
+def setup(model_name, settings: SearchSettings, device: str | None, output: Path, force: bool = False) -> Problem:
+    """Read the model's config, check `output` against these settings (search.json) and that one scoring pass
+    fits in memory (`check_memory`), then load the model and tokenizer and build the fitness data and the space."""
     from ropescale import models
     from ropescale.model_info import ModelInfo
     from ropescale.search.fitness import fitness_data
 
-    info = ModelInfo.from_config(models.load_config(model_name))
+    config = models.load_config(model_name)
+    info = ModelInfo.from_config(config)
     base = dataclasses.replace(info.rope, original_max_position_embeddings=info.original_max_position_embeddings)
     length = settings.length or int(round(info.original_max_position_embeddings * settings.factor))
     if length <= info.original_max_position_embeddings:
@@ -278,6 +279,8 @@ def setup(model_name, settings: SearchSettings, device: str | None, output: Path
                          "longrope uses the searched factors only beyond L0")
     header = {"model": None if model_name is None else str(model_name), **settings.record(), "length": length,
               "head_dim": info.head_dim, "rope": base.record()}
+    if not force:   # before search.json is written
+        check_memory(config, length, settings.batch_size, device)
     check_settings(output, header)
     tokenizer = models.load_tokenizer(model_name)
     data = fitness_data(settings.fitness, tokenizer, length, settings.samples, settings.seed, settings.data,
@@ -287,15 +290,28 @@ def setup(model_name, settings: SearchSettings, device: str | None, output: Path
     return Problem(model, base, info.head_dim, data, space, header)
 
 
+def check_memory(config, length: int, batch_size: int, device: str | None = None) -> None:
+    """ValueError naming the estimate, the memory available and the knobs when one scoring pass (`batch_size`
+    windows of `length` tokens, the perplexity task's unit of work) cannot fit on `device` (default cpu); one
+    warning line when it fits narrowly (`memory_plan.check_fits`)."""
+    from ropescale.memory_plan import EvalShape, check_fits, estimate
+
+    device = str(device or "cpu")
+    check_fits(estimate(config, EvalShape("window", length, batch_size), device), device,
+               f"scoring {batch_size} x {length} tokens",
+               "a smaller `factor` or a shorter `length`, a smaller `batch_size`, or a device with more memory")
+
+
 def search(model=None, *, factor: float, output: str | Path, generations: int = 10, device: str | None = None,
-           progress: bool = True, on_generation: Callable[[int, State], None] | None = None,
+           progress: bool = True, on_generation: Callable[[int, State], None] | None = None, force: bool = False,
            **settings) -> SearchResult:
     """Search the longrope `long_factor` (and attention scale) of `model` at `factor`; see the module docstring.
 
     model: a name (None/"embedded", a directory, a Hub id). settings: `SearchSettings` fields (fitness, length,
     samples, population, seed, fixed_attention_scale...). Generations already in `output` are not redone; a
     rerun with more `generations` searches on. on_generation(g, state) runs after generation g is written.
-    Raises ValueError naming the field for a bad setting, or when `output` holds a search with other settings.
+    Raises ValueError naming the field for a bad setting, when `output` holds a search with other settings, or
+    when one scoring pass cannot fit in memory (`force` skips that check).
     """
     from ropescale.search.fitness import score
 
@@ -304,7 +320,7 @@ def search(model=None, *, factor: float, output: str | Path, generations: int = 
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"`output` {str(output)!r} is a file; give a folder")
-    problem = setup(model, config, device, output)
+    problem = setup(model, config, device, output, force)
     state = load_state(output)
     seed_candidates = seeds(problem.base, problem.head_dim, config.factor, problem.space)
     todo = range(state.generation + 1, generations)
