@@ -22,7 +22,11 @@ def test_every_study_recipe_loads_and_says_how_to_run_it(name):
     assert config.output == "somewhere" and (config.runs or config.methods)   # something to compare
     for run in config.runs:   # each run is a complete FinetuneConfig with the study's model, method and factor
         ft = config.finetune_config(run, output="x")
-        assert (ft.model, ft.method, ft.factor) == (config.model, run.method, config.factor)
+        if "spec" in run.settings:   # a spec file holds method and factor
+            assert (ft.model, ft.spec, ft.method, ft.factor) == (config.model, run.settings["spec"], None, None)
+            assert config.spec_of(ft.spec, "runs").factor == config.factor
+        else:
+            assert (ft.model, ft.method, ft.factor) == (config.model, run.method, config.factor)
         assert ft.steps == config.finetune["steps"]   # the same step budget for every run
 
 
