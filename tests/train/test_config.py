@@ -86,3 +86,25 @@ def test_every_recipe_loads_and_starts_with_its_command(path):
 def test_spec_fields_are_checked_before_loading(values, match):
     with pytest.raises(ValueError, match=match):
         FinetuneConfig.from_dict(values)
+
+
+@pytest.mark.parametrize("name,config_dir,gib", [("llama3-8b-yarn-128k.yaml", "llama-3-8b", 30.3),
+                                                 ("qwen2.5-7b-yarn-128k.yaml", "qwen2.5-7b-instruct", 39.3)])
+def test_the_8_gpu_recipes_fit_80_gb_only_with_sequence_parallelism(name, config_dir, gib):
+    """What the recipes' comments say `ropescale plan` predicts: with their Ulysses degree and ZeRO-3 (their launch
+    command) a step fits 80 GB; one sequence per GPU does not at any ZeRO stage."""
+    from dataclasses import replace
+
+    from ropescale.memory_plan import GiB, TrainShape, estimate
+    from ropescale.models import load_config
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    recipe = FinetuneConfig.from_yaml(root / name)
+    assert recipe.sequence_parallel > 1 and recipe.gradient_checkpointing
+    model = load_config(str(root / "configs" / config_dir))
+    assert model.max_position_embeddings * recipe.factor == recipe.seq_len
+    shape = TrainShape(seq_len=recipe.seq_len, batch_size=recipe.batch_size, loss_chunk_size=recipe.loss_chunk_size,
+                       gpus=8, zero_stage=3, sequence_parallel=recipe.sequence_parallel)
+    assert estimate(model, shape, "cuda").total / GiB == pytest.approx(gib, abs=0.05)
+    assert all(estimate(model, replace(shape, zero_stage=z, sequence_parallel=1), "cuda").total > 80 * GiB
+               for z in range(4))
