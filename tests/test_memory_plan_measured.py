@@ -2,8 +2,9 @@
 fresh process each, measured as the benchmark measures every case (peak RSS minus the RSS before the model was
 built, peak = VmHWM after a reset), and predicted by `ropescale.memory_plan.estimate` for the same config and shape.
 
-Ten runs of each case on 2 cores (2026-12-02): the training step measured 139.8-143.1 MiB against 154 predicted,
-the perplexity window 296.4-299.0 MiB against 304."""
+Ten runs of this file on 2 cores (2026-12-02): the training step measured 140.9-144.2 MiB against 153.8 predicted (ratio
+1.07-1.09), the perplexity window 287.2-313.4 MiB against 303.7 (0.97-1.06). A planner without the training
+runtime (59 MiB) or with a third loss buffer fails it; so does a peak read from `ru_maxrss` (651 and 732 MiB)."""
 
 import json
 import subprocess
