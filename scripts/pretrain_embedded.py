@@ -50,7 +50,7 @@ from ropescale import embedded_model_path  # noqa: E402
 from ropescale.data import embedded_corpus, passkey_trials, tokenize_documents  # noqa: E402
 from ropescale.data.fillers import essay_sentences  # noqa: E402
 from ropescale.data.passkey import training_depth  # noqa: E402
-from ropescale.data.synthetic import training_document  # noqa: E402
+from ropescale.data.synthetic import TRAINING_MIX, training_document  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps to reach full length")
     p.add_argument("--answer-weight", type=float, default=10.0,
                    help="loss weight of the answer tokens of passkey documents (1 = plain next-token loss)")
+    p.add_argument("--mix", type=parse_mix, default=None,
+                   help="formats of the synthetic documents and their shares, e.g. passkey=0.3,vt=0.1 (default "
+                        "ropescale.data.synthetic.TRAINING_MIX)")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
@@ -87,6 +90,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--stop-at", type=int, default=0,
                    help="save a checkpoint and exit after this step, without exporting (for staged recipes)")
     return p.parse_args()
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'passkey=0.3,niah_single_3=0.2' -> {'passkey': 0.3, 'niah_single_3': 0.2}, formats of TRAINING_MIX only."""
+    mix = {}
+    for item in text.split(","):
+        name, _, share = item.partition("=")
+        if name.strip() not in TRAINING_MIX:
+            raise argparse.ArgumentTypeError(f"unknown format {name.strip()!r}; known: {', '.join(TRAINING_MIX)}")
+        try:
+            mix[name.strip()] = float(share)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"share of {name.strip()!r} is not a number: {share!r}") from None
+    if sum(mix.values()) <= 0 or min(mix.values()) < 0:
+        raise argparse.ArgumentTypeError("shares must be non-negative with a positive sum")
+    return mix
 
 
 def build_model(args, tokenizer) -> LlamaForCausalLM:
@@ -135,7 +154,7 @@ class Batches:
         while a.seq_len - len(row) >= a.pk_min_len and (not row or a.pk_pack):
             cap = min(longest, a.seq_len - len(row))
             total = cap if rng.random() < 0.5 else rng.randint(a.pk_min_len, cap)
-            doc = training_document(self.tok, rng, total, training_depth(rng))
+            doc = training_document(self.tok, rng, total, training_depth(rng), a.mix or TRAINING_MIX)
             # the answer tokens, not the EOS after them (every token is scored here; the answers weigh more)
             answers += [len(row) + i for i, is_answer in enumerate(doc.is_answer[:-1]) if is_answer]
             row += doc.ids
