@@ -101,13 +101,6 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process's own memory image (VmHWM), MiB: unlike `ru_maxrss`, it does not
-    include the peak of the parent that started it (see the module docstring)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _build(name: str, length: int):
@@ -182,7 +175,7 @@ def child(name: str, unit: str, length: int, batch: int) -> dict:
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(1))
     start = time.perf_counter()
     value = _train(model, ids, unit) if unit in ("train", "train-nockpt", "lora") else _evaluate(model, ids, unit)
-    peak = peak_rss_mib()
+    peak = common.peak_rss_mib()  # VmHWM
     return {"model": name, "unit": unit, "length": length, "batch": batch, "seconds": time.perf_counter() - start,
             "rss_before_model_mib": before, "rss_after_model_mib": loaded, "peak_rss_mib": peak,
             "measured_mib": peak - before, "value": value}

@@ -208,9 +208,15 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """cuda max allocated on GPU, peak resident set size of this process on CPU."""
+    """cuda max allocated on GPU, peak resident set size of this process on CPU: VmHWM, not `ru_maxrss`, which a
+    process started by subprocess (vfork + exec) inherits from its parent's peak; ru_maxrss where /proc has none."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
