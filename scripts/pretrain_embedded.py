@@ -50,7 +50,7 @@ from ropescale import embedded_model_path  # noqa: E402
 from ropescale.data import embedded_corpus, passkey_trials, tokenize_documents  # noqa: E402
 from ropescale.data.fillers import essay_sentences  # noqa: E402
 from ropescale.data.passkey import training_depth  # noqa: E402
-from ropescale.data.synthetic import TRAINING_MIX, training_document  # noqa: E402
+from ropescale.data.synthetic import TRAINING_MIX, parse_mix, training_document  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps to reach full length")
     p.add_argument("--answer-weight", type=float, default=10.0,
                    help="loss weight of the answer tokens of passkey documents (1 = plain next-token loss)")
-    p.add_argument("--mix", type=parse_mix, default=None,
+    p.add_argument("--mix", type=mix_arg, default=None,
                    help="formats of the synthetic documents and their shares, e.g. passkey=0.3,vt=0.1 (default "
                         "ropescale.data.synthetic.TRAINING_MIX)")
     p.add_argument("--eval-every", type=int, default=50)
@@ -92,20 +92,11 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def parse_mix(text: str) -> dict[str, float]:
-    """'passkey=0.3,niah_single_3=0.2' -> {'passkey': 0.3, 'niah_single_3': 0.2}, formats of TRAINING_MIX only."""
-    mix = {}
-    for item in text.split(","):
-        name, _, share = item.partition("=")
-        if name.strip() not in TRAINING_MIX:
-            raise argparse.ArgumentTypeError(f"unknown format {name.strip()!r}; known: {', '.join(TRAINING_MIX)}")
-        try:
-            mix[name.strip()] = float(share)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"share of {name.strip()!r} is not a number: {share!r}") from None
-    if sum(mix.values()) <= 0 or min(mix.values()) < 0:
-        raise argparse.ArgumentTypeError("shares must be non-negative with a positive sum")
-    return mix
+def mix_arg(text: str) -> dict[str, float]:
+    try:
+        return parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_model(args, tokenizer) -> LlamaForCausalLM:

@@ -269,3 +269,27 @@ def test_passkey_share_replaces_that_fraction_of_rows(tiny_train_model_dir, text
     out = finetune(_config(tiny_train_model_dir, text_file, tmp_path / "run", passkey_share=0.25))
     summary = json.loads((out / "training.json").read_text())
     assert summary["settings"]["passkey_share"] == 0.25 and summary["final_loss"] > 0
+
+
+def test_passkey_mix_sets_the_formats_of_the_synthetic_rows(tiny_train_model_dir, text_file, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ropescale.data.synthetic import parse_mix
+    from ropescale.train.loop import training_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_train_model_dir)
+    config = _config(tiny_train_model_dir, text_file, tmp_path / "a", passkey_share=0.5, passkey_mix="vt=1")
+    rows = training_rows(config, tokenizer, 256, 8)
+    texts = [tokenizer.decode(row) for row in rows.ids[4:].tolist()]
+    # variable tracking, with passkey only where a document is too short for a chain (training_document's fallback)
+    assert sum("VAR" in t for t in texts) >= 2 and not any("magic number" in t for t in texts)
+    default = training_rows(_config(tiny_train_model_dir, text_file, tmp_path / "b", passkey_share=0.5),
+                            tokenizer, 256, 8)
+    assert any("magic number" in tokenizer.decode(row) for row in default.ids[4:].tolist())
+    assert parse_mix(" passkey = 0.2 , vt=0.1") == {"passkey": 0.2, "vt": 0.1}
+    for bad, words in [("pass=1", "unknown document format 'pass'"), ("vt", "must be a number >= 0"),
+                       ("vt=-1", "must be a number >= 0"), ("vt=0", "must not all be 0")]:
+        with pytest.raises(ValueError, match=words):
+            _config(tiny_train_model_dir, text_file, tmp_path / "c", passkey_share=0.5, passkey_mix=bad)
+    with pytest.raises(ValueError, match="unset when passkey_share is 0"):
+        _config(tiny_train_model_dir, text_file, tmp_path / "c", passkey_mix="vt=1")

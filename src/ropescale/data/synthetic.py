@@ -29,6 +29,27 @@ TRAINING_MIX = {
     "niah_multivalue": 0.05,
     "vt": 0.1,
 }
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'passkey=0.3,niah_single_3=0.2' -> {'passkey': 0.3, 'niah_single_3': 0.2}: formats of TRAINING_MIX and their
+    relative shares (normalised when drawn). ValueError naming the bad entry."""
+    mix: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, share = (part.strip() for part in item.partition("="))
+        if name not in TRAINING_MIX:
+            raise ValueError(f"unknown document format {name!r} in {text!r}; known: {', '.join(TRAINING_MIX)}")
+        try:
+            mix[name] = float(share) if sep else float("nan")
+        except ValueError:
+            mix[name] = float("nan")
+        if not mix[name] >= 0:
+            raise ValueError(f"the share of {name!r} in {text!r} must be a number >= 0, as in {name}=0.2")
+    if not sum(mix.values()) > 0:
+        raise ValueError(f"the shares in {text!r} must not all be 0")
+    return mix
+
+
 NOISE_FAMILIES = ("noise-sentences", "random-words", "shakespeare-lines")  # short fillers that repeat
 
 

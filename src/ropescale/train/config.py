@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ropescale.model_info import SPEC_KNOBS, check_needs_method
+from ropescale.data.synthetic import parse_mix
 from ropescale.rope import METHODS
 from ropescale.settings import knob, setting
 
@@ -51,6 +52,9 @@ class FinetuneConfig:
     passkey_share: float = setting(0.0, "fraction of rows made of synthetic retrieval documents (passkey and RULER "
                                         "formats, the embedded model's pretraining mixture), fillers from the data, "
                                         "scored on their answers only")
+    passkey_mix: str | None = setting(None, "formats of those documents and their shares, e.g. "
+                                            "'passkey=0.1,niah_single_3=0.3,vt=0.1' (default: the pretraining "
+                                            "mixture, ropescale.data.synthetic.TRAINING_MIX)")
     # optimisation (YaRN paper: AdamW β=(0.9, 0.95), lr 2e-5, no weight decay, 20 warmup steps)
     steps: int = setting(200, "optimizer steps")
     batch_size: int = setting(1, "rows per process per micro-step")
@@ -95,6 +99,12 @@ class FinetuneConfig:
         _require("seq_len", self.seq_len is None or self.seq_len >= 2, "an integer >= 2")
         _require("warmup_steps", self.warmup_steps >= 0, "an integer >= 0")
         _require("passkey_share", 0 <= self.passkey_share < 1, "a number in [0, 1)")
+        if self.passkey_mix is not None:
+            _require("passkey_mix", self.passkey_share > 0, "unset when passkey_share is 0 (no synthetic rows to mix)")
+            try:
+                parse_mix(self.passkey_mix)
+            except ValueError as exc:
+                raise ValueError(f"passkey_mix: {exc}") from None
         _require("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number")
         _require("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
         for name in ("adam_beta1", "adam_beta2"):

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 import ropescale
 from ropescale import models
 from ropescale.data import load_texts, pack, tokenize_documents
-from ropescale.data.synthetic import task_rows
+from ropescale.data.synthetic import TRAINING_MIX, parse_mix, task_rows
 from ropescale.data.pose import pose_batch_position_ids
 from ropescale.export.hf import save_extended
 from ropescale.io import write_json_atomic
@@ -188,7 +188,8 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     rows = rows[:n_text]
     n_passkey = max(1, round(len(rows) * share / (1 - share)))   # the same share when the text is short
     texts = [doc.text for doc in docs[: len(token_docs)]]
-    passkey, answers = task_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8)
+    mix = parse_mix(config.passkey_mix) if config.passkey_mix else TRAINING_MIX
+    passkey, answers = task_rows(tokenizer, n_passkey, seq_len, texts, config.seed, min_len=seq_len // 8, mix=mix)
     return TrainingRows(torch.cat([rows, passkey]), torch.cat([torch.ones_like(rows, dtype=torch.bool), answers]))
 
 
@@ -204,6 +205,7 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
             "lora_rank": config.lora_rank, "data": config.data, "seed": config.seed,
             **({"passkey_share": config.passkey_share, "passkey_scored": "answers+eos", "passkey_rows": "mixture"}
                if config.passkey_share else {}),
+            **({"passkey_mix": config.passkey_mix} if config.passkey_share and config.passkey_mix else {}),
             "trainable_parameters": hashlib.sha256(json.dumps(trainable).encode()).hexdigest()[:16]}
 
 
