@@ -59,7 +59,7 @@ class EvalSettings:
     passkey_seed: int = 0
     batch_size: int = 1               # perplexity windows per forward pass
     passkey_batch_size: int = 8       # passkey trials per forward pass
-    ruler_samples: int = 2            # RULER prompts per task and length (0: no RULER)
+    ruler_samples: int = 5            # RULER prompts per task and length (0: no RULER)
     ruler_tasks: tuple[str, ...] | None = DEMO_RULER_TASKS   # RULER tasks (None: all 13; QA needs ruler_qa_files)
     ruler_models: tuple[str, ...] = ("baseline", "fine-tuned")   # which stages run RULER
     ruler_qa_files: tuple[str, ...] = ()   # SQuAD / HotpotQA JSON files for qa_1 / qa_2 (without: skipped)
