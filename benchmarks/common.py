@@ -37,17 +37,11 @@ def random_llama(hidden: int, layers: int, vocab: int, heads: int | None = None,
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process's own image so far (VmHWM), MiB. Not `ru_maxrss`, which a child started
-    by subprocess (vfork + exec) inherits from its parent's peak (benchmarks/memory_plan.py's docstring); where
-    /proc has no VmHWM, ru_maxrss (Linux and BSD report KiB)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    import resource
+    """Peak resident memory of this process so far, MiB (`ropescale.train.memory.peak_rss_bytes`: VmHWM, not the
+    ru_maxrss that a subprocess inherits from its parent)."""
+    from ropescale.train.memory import peak_rss_bytes
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_bytes() / 2**20
 
 
 def run_child(script: Path, args: list[str], timeout: float = 1800) -> dict:

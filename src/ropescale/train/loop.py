@@ -21,7 +21,6 @@ import importlib.util
 import json
 import math
 import os
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -54,7 +53,7 @@ from ropescale.train.checkpoint import (LossLog, TrainerState, check_run_dir, cl
 from ropescale.train.config import FinetuneConfig
 from ropescale.train.loss import IGNORE_INDEX, row_nll, shift_labels
 from ropescale.train.lora import add_lora, count_parameters, merge_lora
-from ropescale.train.memory import adamw, release_freed_memory
+from ropescale.train.memory import adamw, peak_rss_bytes, release_freed_memory
 from ropescale.train.schedule import make_scheduler
 from ropescale.train.sequence_parallel import (Group, accelerator_kwargs, all_reduce,
                                                check_sequence_parallel, current_group,
@@ -210,16 +209,10 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """cuda max allocated on GPU, peak resident set size of this process on CPU: VmHWM, not `ru_maxrss`, which a
-    process started by subprocess (vfork + exec) inherits from its parent's peak; ru_maxrss where /proc has none."""
+    """cuda max allocated on GPU, peak resident set size of this process on CPU (`memory.peak_rss_bytes`)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return peak_rss_bytes()
 
 
 def _spec(config: FinetuneConfig, info: ModelInfo):

@@ -9,7 +9,8 @@
   for the same activations; trimming at every step would make them fault the pages in again (13 % slower on the
   embedded model). The call takes milliseconds and changes nothing else.
 
-`benchmarks/finetune_step.py` measures both against the plain transformers step.
+`benchmarks/finetune_step.py` measures both against the plain transformers step. `peak_rss_bytes` is the peak that
+the fine-tuning log and the benchmarks report on CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import ctypes
 import ctypes.util
 import functools
 import platform
+import resource
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
@@ -43,3 +46,14 @@ def adamw(params: Iterable[torch.nn.Parameter], **kwargs) -> torch.optim.AdamW:
     params = list(params)
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.AdamW(params, fused=fused, **kwargs)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process's own image (VmHWM of /proc/self/status). Not `ru_maxrss`: a process
+    started by subprocess (vfork, then exec) keeps its parent's peak there. ru_maxrss where /proc has no VmHWM."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
