@@ -101,8 +101,6 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-
-
 def _build(name: str, length: int):
     import torch
     from transformers import LlamaForCausalLM

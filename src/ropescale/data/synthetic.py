@@ -36,14 +36,14 @@ def parse_mix(text: str) -> dict[str, float]:
     relative shares (normalised when drawn). ValueError naming the bad entry."""
     mix: dict[str, float] = {}
     for item in text.split(","):
-        name, sep, share = (part.strip() for part in item.partition("="))
+        name, _, share = (part.strip() for part in item.partition("="))
         if name not in TRAINING_MIX:
             raise ValueError(f"unknown document format {name!r} in {text!r}; known: {', '.join(TRAINING_MIX)}")
         try:
-            mix[name] = float(share) if sep else float("nan")
+            mix[name] = float(share)
         except ValueError:
-            mix[name] = float("nan")
-        if not mix[name] >= 0:
+            mix[name] = -1.0
+        if not mix[name] >= 0:   # also NaN
             raise ValueError(f"the share of {name!r} in {text!r} must be a number >= 0, as in {name}=0.2")
     if not sum(mix.values()) > 0:
         raise ValueError(f"the shares in {text!r} must not all be 0")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ropescale.model_info import SPEC_KNOBS, check_needs_method
 from ropescale.data.synthetic import parse_mix
+from ropescale.model_info import SPEC_KNOBS, check_needs_method
 from ropescale.rope import METHODS
 from ropescale.settings import knob, setting
 

@@ -204,7 +204,7 @@ def fingerprint(lm, spec, config: FinetuneConfig, seq_len: int, target_len: int)
             "lora_rank": config.lora_rank, "data": config.data, "seed": config.seed,
             **({"passkey_share": config.passkey_share, "passkey_scored": "answers+eos", "passkey_rows": "mixture"}
                if config.passkey_share else {}),
-            **({"passkey_mix": config.passkey_mix} if config.passkey_share and config.passkey_mix else {}),
+            **({"passkey_mix": config.passkey_mix} if config.passkey_mix else {}),
             "trainable_parameters": hashlib.sha256(json.dumps(trainable).encode()).hexdigest()[:16]}
 
 
