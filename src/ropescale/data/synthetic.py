@@ -41,9 +41,10 @@ def parse_mix(text: str) -> dict[str, float]:
             raise ValueError(f"unknown document format {name!r} in {text!r}; known: {', '.join(TRAINING_MIX)}")
         try:
             mix[name] = float(share)
+            valid = mix[name] >= 0   # False for NaN too
         except ValueError:
-            mix[name] = -1.0
-        if not mix[name] >= 0:   # also NaN
+            valid = False
+        if not valid:
             raise ValueError(f"the share of {name!r} in {text!r} must be a number >= 0, as in {name}=0.2")
     if not sum(mix.values()) > 0:
         raise ValueError(f"the shares in {text!r} must not all be 0")
