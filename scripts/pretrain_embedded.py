@@ -4,8 +4,8 @@
     OMP_NUM_THREADS=2 python scripts/pretrain_embedded.py        # checkpoints in runs/embedded, final model
                                                                  # -> src/ropescale/assets/model
 
-The defaults are the shipped run's mix; it ran in two stages (the step budget was raised from 2400 to 3000 at
-step 950), whose exact commands are in src/ropescale/assets/model/MODEL_CARD.md.
+The defaults are the shipped run's: one run of 3600 steps on `PRETRAINING_MIX` (70.4 min on 2 cores; its command
+and learning curve are in src/ropescale/assets/model/MODEL_CARD.md).
 
 Every batch mixes two kinds of rows of L0 tokens:
 - Shakespeare: <s> + L0 - 1 tokens from a random offset of the training stream (plays joined with </s>);
@@ -50,7 +50,7 @@ from ropescale import embedded_model_path  # noqa: E402
 from ropescale.data import embedded_corpus, passkey_trials, tokenize_documents  # noqa: E402
 from ropescale.data.fillers import essay_sentences  # noqa: E402
 from ropescale.data.passkey import training_depth  # noqa: E402
-from ropescale.data.synthetic import TRAINING_MIX, parse_mix, training_document  # noqa: E402
+from ropescale.data.synthetic import PRETRAINING_MIX, parse_mix, training_document  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tokenizer", type=Path, default=embedded_model_path())
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "embedded", help="checkpoints and log")
     p.add_argument("--export", type=Path, default=embedded_model_path(), help="final HF model directory")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=3600)
     p.add_argument("--batch", type=int, default=24)
     p.add_argument("--seq-len", type=int, default=256, help="L0")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -76,9 +76,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps to reach full length")
     p.add_argument("--answer-weight", type=float, default=10.0,
                    help="loss weight of the answer tokens of passkey documents (1 = plain next-token loss)")
-    p.add_argument("--mix", type=mix_arg, default=None,
+    p.add_argument("--mix", type=mix_arg, default=PRETRAINING_MIX,
                    help="formats of the synthetic documents and their shares, e.g. passkey=0.3,vt=0.1 (default "
-                        "ropescale.data.synthetic.TRAINING_MIX)")
+                        "ropescale.data.synthetic.PRETRAINING_MIX)")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
@@ -145,7 +145,7 @@ class Batches:
         while a.seq_len - len(row) >= a.pk_min_len and (not row or a.pk_pack):
             cap = min(longest, a.seq_len - len(row))
             total = cap if rng.random() < 0.5 else rng.randint(a.pk_min_len, cap)
-            doc = training_document(self.tok, rng, total, training_depth(rng), a.mix or TRAINING_MIX)
+            doc = training_document(self.tok, rng, total, training_depth(rng), a.mix)
             # the answer tokens, not the EOS after them (every token is scored here; the answers weigh more)
             answers += [len(row) + i for i, is_answer in enumerate(doc.is_answer[:-1]) if is_answer]
             row += doc.ids

@@ -1,5 +1,5 @@
 #!/bin/bash
-# bash recipes/specs/measure.sh [OUT]   (about 5 min on 2 cores)
+# bash recipes/specs/measure.sh [OUT]   (about 4 min on 2 cores)
 # The shipped searched specs against yarn at the same factor, training-free on the embedded model: passkey past L0
 # with two evaluation-only fillers (the Landmark sentence, the default; the bundled essays), 20 keys per length,
 # and bits/byte on the held-out plays; then `ropescale report` writes the tables of OUT/report.md.

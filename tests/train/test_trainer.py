@@ -274,7 +274,7 @@ def test_passkey_share_replaces_that_fraction_of_rows(tiny_train_model_dir, text
 def test_passkey_mix_sets_the_formats_of_the_synthetic_rows(tiny_train_model_dir, text_file, tmp_path):
     from transformers import AutoTokenizer
 
-    from ropescale.data.synthetic import parse_mix
+    from ropescale.data.synthetic import PRETRAINING_MIX, TRAINING_MIX, parse_mix
     from ropescale.train.loop import training_rows
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_train_model_dir)
@@ -287,6 +287,10 @@ def test_passkey_mix_sets_the_formats_of_the_synthetic_rows(tiny_train_model_dir
                             tokenizer, 256, 8)
     assert any("magic number" in tokenizer.decode(row) for row in default.ids[4:].tolist())
     assert parse_mix(" passkey = 0.2 , vt=0.1") == {"passkey": 0.2, "vt": 0.1}
+    assert parse_mix("pretraining") == PRETRAINING_MIX and parse_mix("training") == TRAINING_MIX
+    pretraining = training_rows(_config(tiny_train_model_dir, text_file, tmp_path / "p", passkey_share=0.5,
+                                         passkey_mix="pretraining"), tokenizer, 256, 8)
+    assert not torch.equal(pretraining.ids, default.ids)   # the preset reaches the rows
     for bad, words in [("pass=1", "unknown document format 'pass'"), ("vt", "must be a number >= 0"),
                        ("vt=-1", "must be a number >= 0"), ("vt=0", "must not all be 0")]:
         with pytest.raises(ValueError, match=words):

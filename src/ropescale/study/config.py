@@ -39,7 +39,7 @@ DEMO_RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_mul
 # the demo's fine-tuning budget (recipes/study-embedded.yaml explains each value)
 DEMO_FINETUNE = {"data": "embedded", "steps": 200, "seq_len": 2048, "batch_size": 1, "lr": 3.0e-4, "warmup_steps": 20,
                  "schedule": "cosine", "weight_decay": 0.0, "max_grad_norm": 1.0, "gradient_checkpointing": False,
-                 "save_every": 25, "seed": 42, "passkey_share": 0.5}
+                 "save_every": 25, "seed": 42, "passkey_share": 0.5, "passkey_mix": "pretraining"}
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,12 @@ class FinetuneConfig:
     data_split: str = setting("train", "split of 'embedded' or hf: data")
     seq_len: int | None = setting(None, "training sequence length (default: L0 x factor, the target length)")
     passkey_share: float = setting(0.0, "fraction of rows made of synthetic retrieval documents (passkey and RULER "
-                                        "formats, the embedded model's pretraining mixture), fillers from the data, "
+                                        "formats, the kind the embedded model is pretrained on), fillers from the data, "
                                         "scored on their answers only")
     passkey_mix: str | None = setting(None, "formats of those documents and their shares, e.g. "
-                                            "'passkey=0.1,niah_single_3=0.3,vt=0.1' (default: the pretraining "
-                                            "mixture, ropescale.data.synthetic.TRAINING_MIX)")
+                                            "'passkey=0.1,niah_single_3=0.3,vt=0.1', or 'pretraining' (the "
+                                            "embedded model's pretraining mix; default: "
+                                            "ropescale.data.synthetic.TRAINING_MIX)")
     # optimisation (YaRN paper: AdamW β=(0.9, 0.95), lr 2e-5, no weight decay, 20 warmup steps)
     steps: int = setting(200, "optimizer steps")
     batch_size: int = setting(1, "rows per process per micro-step")
