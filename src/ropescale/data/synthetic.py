@@ -52,8 +52,9 @@ def parse_mix(text: str) -> dict[str, float]:
     """'passkey=0.3,niah_single_3=0.2' -> {'passkey': 0.3, 'niah_single_3': 0.2}: formats of TRAINING_MIX and their
     relative shares (normalised when drawn), or the name of a whole mix in MIXES ('pretraining': the embedded
     model's own). ValueError naming the bad entry."""
-    if text.strip() in MIXES:
-        return dict(MIXES[text.strip()])
+    preset = MIXES.get(text.strip())
+    if preset is not None:
+        return dict(preset)
     mix: dict[str, float] = {}
     for item in text.split(","):
         name, _, share = (part.strip() for part in item.partition("="))
