@@ -50,8 +50,8 @@ class FinetuneConfig:
     data_split: str = setting("train", "split of 'embedded' or hf: data")
     seq_len: int | None = setting(None, "training sequence length (default: L0 x factor, the target length)")
     passkey_share: float = setting(0.0, "fraction of rows made of synthetic retrieval documents (passkey and RULER "
-                                        "formats, the kind the embedded model is pretrained on), fillers from the data, "
-                                        "scored on their answers only")
+                                        "formats, the kind the embedded model is pretrained on), fillers from the "
+                                        "data, scored on their answers only")
     passkey_mix: str | None = setting(None, "formats of those documents and their shares, e.g. "
                                             "'passkey=0.1,niah_single_3=0.3,vt=0.1', or 'pretraining' (the "
                                             "embedded model's pretraining mix; default: "
