@@ -94,3 +94,17 @@ def test_the_recorded_recipe_loads_back_to_the_same_config(tmp_path):
     config = StudyConfig.from_yaml(RECIPES / "study-llama2-7b.yaml")
     path = _write(tmp_path, yaml.safe_dump(_plain(config.to_dict())))
     assert StudyConfig.from_yaml(path) == config
+
+
+PROBES = sorted((RECIPES.parent / "docs" / "ruler").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", PROBES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_documented_probe_loads_and_names_its_own_command(path):
+    """docs/ruler's probes are commands a reader reruns: each must still load, and its header must run itself."""
+    rel = path.relative_to(RECIPES.parent).as_posix()
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    assert f"ropescale study {rel} --output " in header
+    config = StudyConfig.from_yaml(path, output="somewhere")
+    for run in config.runs:
+        config.finetune_config(run, output="x")   # every run's keys are FinetuneConfig fields
