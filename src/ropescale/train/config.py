@@ -95,7 +95,8 @@ class FinetuneConfig:
         check_types(dataclasses.asdict(self))
         for name in ("steps", "batch_size", "grad_accum", "keep_checkpoints", "pose_chunks", "sequence_parallel"):
             _require(name, getattr(self, name) >= 1, "a positive integer")
-        for name in ("loss_chunk_size", "seq_len", "lora_rank", "pose_window", "save_every", "original_max_position_embeddings"):
+        for name in ("loss_chunk_size", "seq_len", "lora_rank", "pose_window", "save_every",
+                     "original_max_position_embeddings"):
             _require(name, getattr(self, name) is None or getattr(self, name) >= 1, "a positive integer")
         _require("seq_len", self.seq_len is None or self.seq_len >= 2, "an integer >= 2")
         _require("warmup_steps", self.warmup_steps >= 0, "an integer >= 0")

@@ -164,8 +164,8 @@ def training_rows(config: FinetuneConfig, tokenizer, seq_len: int, needed_rows: 
     With `passkey_share` > 0, exactly that fraction of the rows are synthetic retrieval documents instead
     (`ropescale.data.synthetic.task_rows`: passkey and RULER needle and tracing documents in the shares of
     `passkey_mix`, default TRAINING_MIX, fillers from the same texts, training keys, seeded by `seed`), after the
-    text rows; `RowOrder` shuffles them. Only their answers are scored (completion-only loss, as instruction tuning does):
-    the filler is noise to the language model, and the answer is the retrieval being taught.
+    text rows; `RowOrder` shuffles them. Only their answers are scored (completion-only loss, as instruction tuning
+    does): the filler is noise to the language model, and the answer is the retrieval being taught.
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, which packing puts between documents")
