@@ -104,6 +104,14 @@ class ModelInfo:
     def rotary_dim(self) -> int:
         return rotary_dim(self.head_dim, self.partial_rotary_factor)
 
+    def max_position_embeddings(self, spec: RopeSpec | None = None) -> int:
+        """`spec.max_position_embeddings()` (default: the rope the model runs with now), with this model's L0 when
+        the spec names none (default, linear and dynamic ropes are saved without it)."""
+        spec = spec or self.rope
+        if spec.original_max_position_embeddings is None:
+            spec = dataclasses.replace(spec, original_max_position_embeddings=self.original_max_position_embeddings)
+        return spec.max_position_embeddings()
+
     def target_length(self, spec: RopeSpec | None = None) -> int:
         """L0·factor of `spec` (default: the rope the model runs with now): the length it is scaled to."""
         spec = spec or self.rope
@@ -143,11 +151,13 @@ def spec_for_model(model_or_config, method: str | None, factor: float | None = N
 
 def check_spec_fits(info: ModelInfo, spec: RopeSpec, field: str = "spec") -> RopeSpec:
     """`spec` (read from a file) for this model: ValueError naming `field` when it was made for another L0 or θ
-    (abf sets its own θ); its partial rotary factor left at 1.0 is taken from the model. Returns the spec."""
+    (abf sets its own θ); an L0 it leaves out, and its partial rotary factor left at 1.0, are taken from the
+    model. Returns the spec."""
     l0 = info.original_max_position_embeddings
     if spec.original_max_position_embeddings not in (None, l0):
         raise ValueError(f"`{field}` was made for L0 = {spec.original_max_position_embeddings}, but the model's "
                          f"original context length is {l0}")
+    spec = dataclasses.replace(spec, original_max_position_embeddings=l0)
     if spec.method != "abf" and spec.rope_theta != info.rope_theta:
         raise ValueError(f"`{field}` has rope_theta {spec.rope_theta:g}, but the model's is {info.rope_theta:g}")
     if spec.partial_rotary_factor == 1.0 and info.partial_rotary_factor != 1.0:

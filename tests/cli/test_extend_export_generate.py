@@ -165,6 +165,34 @@ def test_export_hf_rewrites_a_v5_only_config_with_both_schemas(tmp_path, capsys)
     assert RopeSpec.from_hf(legacy) == YARN  # transformers 4.x reads these alone
 
 
+@pytest.mark.parametrize("target", ["hf", "vllm", "llamacpp"])
+def test_export_a_model_saved_without_l0(tmp_path, capsys, target):
+    # an unscaled model (rope "default") and a Hub-style linear config carry no original_max_position_embeddings:
+    # L0 is their max_position_embeddings, and the length served is L0 x factor
+    out = tmp_path / "s.json"
+    assert main(["export", "--model", "embedded", "--to", target, "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["max_len"] == 256
+    path = tmp_path / "linear"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": L0,
+        "rope_scaling": {"type": "linear", "factor": 4.0}}))
+    assert main(["export", "--model", str(path), "--to", target, "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["max_len"] == 4 * L0
+    if target == "vllm":
+        assert data["hf_overrides"]["max_position_embeddings"] == L0  # vLLM multiplies it by the linear factor
+
+
+def test_a_spec_file_without_l0_takes_the_models(tmp_path, capsys):
+    spec = tmp_path / "lin.json"
+    spec.write_text(json.dumps({"method": "linear", "factor": 4.0}))
+    assert main(["plan", "--model", "embedded", "--spec", str(spec)]) == 0
+    assert "1024 tokens = 4 x L0" in capsys.readouterr().out
+    assert main(["export", "--model", "embedded", "--spec", str(spec), "--to", "vllm"]) == 0
+    assert "--max-model-len 1024" in capsys.readouterr().out
+
+
 def test_export_bad_inputs(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "nope"), "--to", "vllm"]) == 2
     _one_line_error(capsys, "does not exist")

@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 import ropescale as rs
-from ropescale.model_info import spec_for_model
+from ropescale.model_info import ModelInfo, spec_for_model
 from tests.conftest import tiny_llama_config
 
 IDS = torch.randint(0, 97, (1, 150), generator=torch.Generator().manual_seed(0))  # > L0 = 64
@@ -51,3 +51,14 @@ def test_model_without_rope_is_refused():
 def test_spec_type_checked(tiny_llama):
     with pytest.raises(TypeError, match="RopeSpec"):
         rs.apply(tiny_llama, {"rope_type": "yarn"})
+
+
+def test_a_spec_without_l0_runs_from_the_models(tiny_llama):
+    # RopeSpec(method="linear", factor=4.0) names no L0: the model's (64) is used, as the one spec_for_model builds
+    bare = rs.apply(tiny_llama, rs.RopeSpec(method="linear", factor=4.0))(IDS).logits
+    assert tiny_llama.config.max_position_embeddings == 64
+    assert ModelInfo.from_config(tiny_llama).rope == spec_for_model(tiny_llama_config(), "linear", 4.0)
+    torch.manual_seed(0)
+    fresh = LlamaForCausalLM(tiny_llama_config()).eval()
+    fresh.load_state_dict(tiny_llama.state_dict())
+    assert torch.equal(bare, rs.apply(fresh, spec_for_model(fresh, "linear", 4.0))(IDS).logits)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_file_argument(parser)  # the settings for this spec instead of the checkpoint's own rope
     parser.add_argument("--to", required=True, choices=TARGETS, help="runtime: " + ", ".join(TARGETS))
     parser.add_argument("--max-len", type=positive_int, default=None,
-                        help="longest sequence to serve (default: L0 x factor of the checkpoint's rope)")
+                        help="longest sequence to serve (default: L0 x factor of the checkpoint's rope or --spec)")
     parser.add_argument("--output", default=None, help="also write the settings to this JSON file; --to gguf: the "
                         "GGUF file to write")
     parser.add_argument("--gguf", default=None, help="--to gguf: the base model's GGUF file, copied with the "
@@ -39,18 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--to hf only: rewrite the checkpoint's config.json with both rope schemas")
 
 
-def default_max_len(spec, config: dict[str, Any]) -> int:
-    """L0·factor (what the spec was made for), else the config's max_position_embeddings."""
-    if spec.original_max_position_embeddings:
-        return int(round(spec.original_max_position_embeddings * spec.factor))
-    if not config.get("max_position_embeddings"):
-        raise ValueError("--max-len is needed: config.json has neither original_max_position_embeddings nor "
-                         "max_position_embeddings")
-    return int(config["max_position_embeddings"])
-
-
 def _hf(spec, info: ModelInfo, max_len) -> dict[str, Any]:
-    keys = hf_config_keys(spec, info.head_dim, info.model_type)
+    keys = hf_config_keys(spec, info.head_dim, info.model_type,
+                          max_position_embeddings=info.max_position_embeddings(spec))
     lossy = [loading_note(spec)] if needs_ropescale(spec) else []
     return {"config": keys, "lossy": lossy}
 
@@ -90,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.spec is not None and args.write_config:
         raise ValueError("--write-config rewrites the checkpoint's own rope; to give it --spec, run `ropescale "
                          "extend --spec` (it writes the weights and config together)")
-    max_len = args.max_len or default_max_len(spec, config)
+    max_len = args.max_len or info.target_length(spec)
     if args.to == "gguf":
         return _gguf(args, spec, info, max_len)
     settings = _EXPORTERS[args.to](spec, info, max_len)

@@ -9,7 +9,6 @@ it from the extended `max_position_embeddings` (reference §1.4, "Gotcha").
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -110,12 +109,8 @@ def save_extended(model, tokenizer, spec: RopeSpec, output_dir: str | Path, over
     info = ModelInfo.from_config(model)
     if info.rope != spec:
         raise ValueError(f"the model's rope is {info.rope!r}, not {spec!r}; call ropescale.apply(model, spec) first")
-    # a rope saved without L0 (default, linear, dynamic as transformers writes them) keeps the config's length
-    length = (None if spec.original_max_position_embeddings is not None else
-              dataclasses.replace(spec, original_max_position_embeddings=info.original_max_position_embeddings)
-              .max_position_embeddings())
     keys = hf_config_keys(spec, info.head_dim, info.model_type, info.config.rope_parameters,
-                          max_position_embeddings=length)
+                          max_position_embeddings=info.max_position_embeddings(spec))
     provenance = dict(provenance or {})
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:

@@ -120,7 +120,8 @@ def _check_architecture_allows(info: ModelInfo, spec: RopeSpec) -> None:
 def apply(model, spec: RopeSpec):
     """Rescale `model`'s RoPE to `spec`, in place; returns the model. `save_pretrained` then round-trips.
 
-    The spec's `partial_rotary_factor` must match the model's (left at 1.0 it is taken from the model).
+    The spec's `partial_rotary_factor` must match the model's (left at 1.0 it is taken from the model); an L0
+    (`original_max_position_embeddings`) it leaves out is the model's.
     """
     if not isinstance(spec, RopeSpec):
         raise TypeError(f"spec must be a ropescale.RopeSpec, got {type(spec).__name__}")
@@ -134,6 +135,8 @@ def apply(model, spec: RopeSpec):
     elif spec.partial_rotary_factor != info.partial_rotary_factor:
         raise ValueError(f"partial_rotary_factor {spec.partial_rotary_factor} does not match the model's "
                          f"{info.partial_rotary_factor}")
+    if spec.original_max_position_embeddings is None:
+        spec = dataclasses.replace(spec, original_max_position_embeddings=info.original_max_position_embeddings)
     frequencies(spec, info.head_dim)  # validates head_dim and longrope list lengths against the model
     _check_architecture_allows(info, spec)
     _rewrite_config(info, spec)
@@ -147,11 +150,11 @@ def _rewrite_config(info: ModelInfo, spec: RopeSpec) -> None:
     own validate_rope (restored as they were when it refuses)."""
     text = info.config
     old = (text.rope_parameters, text.max_position_embeddings)
-    params = spec.to_hf(info.head_dim)
+    params, max_positions = spec.to_hf(info.head_dim), spec.max_position_embeddings()
     if "partial_rotary_factor" in old[0]:  # Phi3Config.validate_rope reads it even when it is 1.0
         params.setdefault("partial_rotary_factor", spec.partial_rotary_factor)
     text.rope_parameters = params
-    text.max_position_embeddings = spec.max_position_embeddings()
+    text.max_position_embeddings = max_positions
     # our `ropescale_*` record keys (lossless round trip) are known, not "unrecognized"
     text.ignore_keys_at_rope_validation = set(getattr(text, "ignore_keys_at_rope_validation", None) or ()) | {
         key for key in text.rope_parameters if key.startswith("ropescale_")}
