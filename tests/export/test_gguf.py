@@ -75,6 +75,36 @@ def test_what_gguf_cannot_carry_is_refused_with_the_reason(base_gguf, tmp_path, 
     assert not (tmp_path / "x.gguf").exists()
 
 
+def test_a_base_files_scaling_tensor_goes_with_its_scaling(base_gguf, tmp_path):
+    # a Llama 3.1 GGUF carries llama3's scaling as rope_freqs.weight, which llama.cpp applies under any scaling
+    # type: a yarn export on top of it keeps none of it, a llama3 export its own
+    l3 = RopeSpec(method="llama3", factor=8.0, original_max_position_embeddings=256, low_freq_factor=1.0,
+                  high_freq_factor=4.0)
+    write_extended_gguf(base_gguf, l3, 2048, 64, tmp_path / "l31.gguf")
+    yarn = RopeSpec(method="yarn", factor=4.0, original_max_position_embeddings=256)
+    write_extended_gguf(tmp_path / "l31.gguf", yarn, 1024, 64, tmp_path / "y.gguf")
+    assert set(read_metadata(tmp_path / "y.gguf")["tensors"]) == {"token_embd.weight", "blk.0.attn_q.weight"}
+    l3_twice = RopeSpec(method="llama3", factor=2.0, original_max_position_embeddings=256, low_freq_factor=1.0,
+                        high_freq_factor=4.0)
+    write_extended_gguf(tmp_path / "l31.gguf", l3_twice, 512, 64, tmp_path / "l3b.gguf")
+    read = {t.name: t for t in gguf.GGUFReader(str(tmp_path / "l3b.gguf")).tensors}
+    assert list(read).count("rope_freqs.weight") == 1 and float(np.max(read["rope_freqs.weight"].data)) == 2.0
+
+
+def test_yarn_betas_equal_to_the_builtin_ones_are_written(base_gguf, tmp_path):
+    spec = RopeSpec(method="yarn", factor=4.0, original_max_position_embeddings=256, beta_fast=32.0,
+                    beta_slow=1.0)  # as DeepSeek-style configs state them
+    write_extended_gguf(base_gguf, spec, 1024, 64, tmp_path / "b.gguf")
+    assert read_metadata(tmp_path / "b.gguf")["keys"]["llama.rope.scaling.type"] == "yarn"
+
+
+def test_a_length_beyond_32_bits_is_refused_and_leaves_no_file(base_gguf, tmp_path):
+    spec = RopeSpec(method="yarn", factor=4.0, original_max_position_embeddings=256)
+    with pytest.raises(ValueError, match="32-bit"):
+        write_extended_gguf(base_gguf, spec, 2 ** 32, 64, tmp_path / "big.gguf")
+    assert list(tmp_path.iterdir()) == [base_gguf]
+
+
 def test_dequantized_copy_holds_f32_tensors_equal_to_the_dequantized_base(tmp_path):
     from ropescale.export.gguf import write_dequantized_gguf
 

@@ -21,6 +21,8 @@ from ropescale.rope.spec import RopeSpec
 
 GGUF_EXTRA = "pip install 'ropescale[gguf]'"
 _INT_KEYS = ("context_length", "original_context_length", "dimension_count")
+# the tensors that carry a rope scaling (llama3's, longrope's): a base model's are dropped with its scaling keys
+SCALING_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
 def _gguf():
@@ -88,38 +90,44 @@ def write_dequantized_gguf(base: str | Path, output: str | Path) -> None:
 def copy_gguf(base: str | Path, output: str | Path, keys: dict | None = None, tensors: dict | None = None,
               drop_scaling: bool = False, dequantize: bool = False) -> None:
     """Copy a GGUF file, setting `keys` (name -> value) and adding or replacing `tensors` (name -> F32 array);
-    drop_scaling removes the base's `{arch}.rope.scaling.*` keys first; dequantize turns quantized tensors into
-    F32. Written to a temporary file, then renamed (a crash leaves the previous file or none)."""
+    drop_scaling removes the base's `{arch}.rope.scaling.*` keys and `SCALING_TENSORS` first (a Llama 3.1 file's
+    rope_freqs.weight would scale a new rope twice); dequantize turns quantized tensors into F32. Written to a
+    temporary file, then renamed (a failure leaves the previous file or none)."""
     gguf = _gguf()
     keys, tensors = keys or {}, tensors or {}
     reader = gguf.GGUFReader(str(base))
     arch = str(reader.fields["general.architecture"].contents())
     output = Path(output)
     tmp = output.with_name(f".tmp-{output.name}")
-    writer = gguf.GGUFWriter(str(tmp), arch=arch, endianess=reader.endianess)
-    for field in reader.fields.values():
-        name = field.name
-        if name == "general.architecture" or name.startswith("GGUF.") or name in keys \
-                or (drop_scaling and name.startswith(f"{arch}.rope.scaling.")):
-            continue
-        if dequantize and name == "general.file_type":
-            continue  # no longer a quantized file
-        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(name, field.contents(), field.types[0], sub_type=sub_type)
-    for name, value in keys.items():
-        writer.add_key_value(name, value, _value_type(gguf, name, value))
-    kept = [t for t in reader.tensors if t.name not in tensors]
-    data = [_tensor_data(gguf, t, dequantize) for t in kept] + list(tensors.values())
-    types = [gguf.GGMLQuantizationType.F32 if dequantize or t.name in tensors else t.tensor_type for t in kept]
-    types += [gguf.GGMLQuantizationType.F32] * len(tensors)
-    for name, array, qtype in zip([t.name for t in kept] + list(tensors), data, types):
-        writer.add_tensor_info(name, array.shape, array.dtype, array.nbytes, qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for array in data:
-        writer.write_tensor_data(array, tensor_endianess=reader.endianess)
-    writer.close()
+    try:
+        writer = gguf.GGUFWriter(str(tmp), arch=arch, endianess=reader.endianess)
+        for field in reader.fields.values():
+            name = field.name
+            if name == "general.architecture" or name.startswith("GGUF.") or name in keys \
+                    or (drop_scaling and name.startswith(f"{arch}.rope.scaling.")):
+                continue
+            if dequantize and name == "general.file_type":
+                continue  # no longer a quantized file
+            sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(name, field.contents(), field.types[0], sub_type=sub_type)
+        for name, value in keys.items():
+            writer.add_key_value(name, value, _value_type(gguf, name, value))
+        kept = [t for t in reader.tensors if t.name not in tensors
+                and not (drop_scaling and t.name in SCALING_TENSORS)]
+        data = [_tensor_data(gguf, t, dequantize) for t in kept] + list(tensors.values())
+        types = [gguf.GGMLQuantizationType.F32 if dequantize or t.name in tensors else t.tensor_type for t in kept]
+        types += [gguf.GGMLQuantizationType.F32] * len(tensors)
+        for name, array, qtype in zip([t.name for t in kept] + list(tensors), data, types):
+            writer.add_tensor_info(name, array.shape, array.dtype, array.nbytes, qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for array in data:
+            writer.write_tensor_data(array, tensor_endianess=reader.endianess)
+        writer.close()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, output)
 
 
@@ -133,5 +141,7 @@ def _value_type(gguf, name: str, value):
     if isinstance(value, str):
         return gguf.GGUFValueType.STRING
     if name.rsplit(".", 1)[-1] in _INT_KEYS:
+        if not 0 <= value < 2 ** 32:
+            raise ValueError(f"GGUF key {name} = {value} does not fit its 32-bit unsigned integer")
         return gguf.GGUFValueType.UINT32
     return gguf.GGUFValueType.FLOAT32

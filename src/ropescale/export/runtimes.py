@@ -16,6 +16,8 @@ from typing import Any
 
 from ropescale.rope.hf import PREFIX
 from ropescale.rope.methods import (
+    BETA_FAST,
+    BETA_SLOW,
     default_inv_freq,
     dynamic_theta,
     frequencies,
@@ -114,8 +116,9 @@ def _llamacpp_yarn(spec, params, head_dim, arch):
     gguf = {f"{arch}.rope.scaling.type": "yarn", f"{arch}.rope.scaling.factor": factor,
             f"{arch}.rope.scaling.original_context_length": l0}
     lossy = []
-    for key, flag in (("beta_fast", "--yarn-beta-fast"), ("beta_slow", "--yarn-beta-slow")):
-        if key in params:  # generic archs read beta only from the command line, not from the GGUF
+    for key, flag, builtin_beta in (("beta_fast", "--yarn-beta-fast", BETA_FAST),
+                                    ("beta_slow", "--yarn-beta-slow", BETA_SLOW)):
+        if params.get(key, builtin_beta) != builtin_beta:  # generic archs read beta only from the command line
             flags += [flag, _num(params[key])]
     if params.get("truncate") is False:
         lossy.append("llama.cpp always floors/ceils the YaRN correction range: truncate=False is lost")
