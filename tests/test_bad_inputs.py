@@ -61,6 +61,13 @@ def bad(tmp_path_factory, tiny_lm_dir, tiny_train_model_dir):
     (longrope / "config.json").write_text(json.dumps(config))
     p["longrope"] = str(longrope)
 
+    for name, change in (("yarn-no-factor", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0,
+                                                                   "original_max_position_embeddings": 64}}),
+                         ("length-as-text", {"max_position_embeddings": "64"})):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(json.dumps({**config, **change}))
+        p[name.replace("-", "_")] = str(root / name)
+
     file("unknown-key.yaml", "method: yarn\nfactor: 8\nlearning_rate: 1.0e-4\n")
     file("wrong-type.yaml", "method: yarn\nfactor: 8\nsteps: many\n")
     file("bad-syntax.yaml", "method: yarn\nfactor: [8\n")
@@ -135,6 +142,10 @@ CASES = [
                             "{root}/x"], "no rotary position embedding"),
     ("plan-model-without-rope", ["plan", "--model", "{gpt2}", "--target-length", "1024"],
      "no rotary position embedding"),
+    ("config-transformers-refuses", ["export", "--model", "{yarn_no_factor}", "--to", "vllm"],
+     "not a valid 'llama' config for transformers: KeyError"),
+    ("config-length-as-text", ["plan", "--model", "{length_as_text}", "--target-length", "1024"],
+     "expected int, got str"),
     ("longrope-wrong-length", ["export", "--model", "{longrope}", "--to", "vllm"], "short_factor"),
     # recipes
     ("recipe-unknown-key", ["finetune", "{unknown_key_yaml}", "--output", "{root}/run"], "learning_rate"),

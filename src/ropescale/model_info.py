@@ -43,8 +43,15 @@ def text_config(model_or_config):
         # transformers is heavy and a dict rarely needs it: imported only for this check
         from transformers import CONFIG_MAPPING
 
+        from huggingface_hub.errors import StrictDataclassError
+
         if model_type in CONFIG_MAPPING:
-            text_config(CONFIG_MAPPING[model_type].from_dict(dict(config)))
+            try:
+                built = CONFIG_MAPPING[model_type].from_dict(dict(config))
+            except (KeyError, TypeError, ValueError, ArithmeticError, StrictDataclassError) as exc:
+                raise ValueError(f"the model's config is not a valid {model_type!r} config for transformers: "
+                                 f"{type(exc).__name__}: {exc}") from None
+            text_config(built)
         return text_part(config)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     rope = getattr(text, "rope_parameters", None)
