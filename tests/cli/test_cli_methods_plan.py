@@ -44,6 +44,26 @@ def test_plan_reuses_l0_of_an_already_scaled_model(tmp_path, capsys):
     assert params["rope_theta"] == 500000.0 and params["high_freq_factor"] == 4.0
 
 
+def test_plan_reads_gpt_neox_rotary_names_and_prints_the_gguf_arch(tmp_path, capsys):
+    neox = tmp_path / "neox"
+    neox.mkdir()
+    (neox / "config.json").write_text(json.dumps({
+        "model_type": "gpt_neox", "hidden_size": 512, "num_attention_heads": 8, "num_hidden_layers": 2,
+        "intermediate_size": 2048, "vocab_size": 1000, "max_position_embeddings": 2048,
+        "rotary_pct": 0.25, "rotary_emb_base": 50000}))
+    assert main(["plan", "--model", str(neox), "--target-length", "8192", "--method", "yarn"]) == 0
+    out = capsys.readouterr().out
+    assert _rope_parameters(out)["rope_theta"] == 50000.0
+    assert "gptneox.rope.dimension_count = 16" in out  # a quarter of head_dim 64
+    mistral = tmp_path / "mistral"
+    mistral.mkdir()
+    config = json.loads((EXAMPLE / "config.json").read_text())
+    (mistral / "config.json").write_text(json.dumps({**config, "model_type": "mistral"}))
+    assert main(["plan", "--model", str(mistral), "--target-length", "8192", "--method", "yarn"]) == 0
+    out = capsys.readouterr().out
+    assert "llama.rope.scaling.type" in out and "mistral.rope" not in out
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--target-length", "1000"], "--target-length"),
     (["--target-length", "8192", "--method", "abf"], "--rope-theta"),

@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from ropescale.cli.common import add_spec_file_argument, positive_int, spec_file
-from ropescale.export.runtimes import llamacpp_settings, vllm_settings
+from ropescale.export.runtimes import gguf_arch, llamacpp_settings, vllm_settings
 from ropescale.memory_plan import GiB, NARROW, ZERO_STAGES, Architecture, TrainShape, options, smallest_fit
 from ropescale.model_info import ModelInfo, build_spec
 from ropescale.models import read_config_dict
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     rope_parameters = spec.to_hf(head_dim)
     legacy_theta, legacy_scaling = spec.to_legacy_hf(head_dim)
     vllm = vllm_settings(spec, n, head_dim)
-    llamacpp = llamacpp_settings(spec, n, head_dim, arch=info.model_type or "llama")
+    llamacpp = llamacpp_settings(spec, n, head_dim, arch=gguf_arch(info.model_type))
     shown = {k: v for k, v in dataclasses.asdict(current).items() if k in ("method", "rope_theta")}
     lines = [
         f"model      {args.model}: rope {shown['method']}, rope_theta {shown['rope_theta']:g}, "

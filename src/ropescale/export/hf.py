@@ -20,12 +20,7 @@ import ropescale
 from ropescale.model_info import ModelInfo, text_config
 from ropescale.patch import CUSTOM_ROPE_TYPES
 from ropescale.rope import METHODS, RopeSpec
-
-# model types whose configs spell the legacy keys differently: transformers 5's GPTNeoXConfig takes θ and the
-# rotary fraction from these names, not from top-level rope_theta/partial_rotary_factor, when rope_scaling is set
-LEGACY_ALIASES: dict[str, dict[str, str]] = {
-    "gpt_neox": {"rope_theta": "rotary_emb_base", "partial_rotary_factor": "rotary_pct"},
-}
+from ropescale.rope.hf import LEGACY_ALIASES
 
 
 def needs_ropescale(spec: RopeSpec) -> bool:

@@ -99,7 +99,6 @@ def gguf_arch(model_type: str | None) -> str:
     return GGUF_ARCH.get(model_type, model_type or "llama")
 
 
-
 def _llamacpp_default(spec, params, head_dim, arch):
     return ["--rope-freq-base", _num(params["rope_theta"])], {f"{arch}.rope.scaling.type": "none"}, []
 

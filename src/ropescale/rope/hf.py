@@ -127,9 +127,17 @@ def text_part(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return inner if isinstance(inner, Mapping) and not any(key in config for key in own) else config
 
 
+# model types whose configs spell the legacy keys differently: transformers 5's GPTNeoXConfig takes θ and the
+# rotary fraction from these names, not from top-level rope_theta/partial_rotary_factor, when rope_scaling is set
+LEGACY_ALIASES: dict[str, dict[str, str]] = {
+    "gpt_neox": {"rope_theta": "rotary_emb_base", "partial_rotary_factor": "rotary_pct"},
+}
+
+
 def _standardize(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(rope dict, config) as transformers 5 standardizes a config.json: legacy `rope_scaling` wins, top-level
-    `rope_theta`/`partial_rotary_factor` move in, L0 of llama3/yarn/longrope defaults to max_position_embeddings."""
+    `rope_theta`/`partial_rotary_factor` (or their `LEGACY_ALIASES`) move in, L0 of llama3/yarn/longrope defaults
+    to max_position_embeddings."""
     if "rope_type" in config or "type" in config:  # the rope dict itself
         return dict(config), {}
     if _is_nested(config):
@@ -144,6 +152,9 @@ def _standardize(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         raise ValueError(f"nested per-layer-type rope_parameters (keys {sorted(rope)}, as in Gemma 3) are not "
                          "supported: ropescale scales one RoPE per model")
     rope = dict(rope)
+    for key, alias in LEGACY_ALIASES.get(config.get("model_type"), {}).items():
+        if config.get(key) is None and config.get(alias) is not None:
+            config = {**config, key: config[alias]}
     rope.setdefault("rope_theta", config.get("rope_theta", 10000.0))
     if config.get("partial_rotary_factor") is not None:
         rope.setdefault("partial_rotary_factor", config["partial_rotary_factor"])
