@@ -4,6 +4,7 @@
   a reader (or a run killed mid-write) sees the old file or the new one, never half of one.
 - `append_lines` / `read_json_lines`: JSON-lines files that grow one flushed, fsynced write at a time
   (results.jsonl); a kill mid-write leaves a torn last line, which reading ignores and the next append cuts off.
+- `drop_json_lines`: such a file rewritten (atomically) without some of its rows (rows of a retrained model).
 - `read_loss_csv`: a fine-tuning run's loss.csv (one row per optimizer step).
 """
 
@@ -66,6 +67,28 @@ def append_lines(path: str | os.PathLike, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def drop_json_lines(path: str | os.PathLike, drop: Callable[[dict], bool]) -> int:
+    """Rewrite a JSON-lines file (atomically) without the lines whose object `drop` selects; returns how many went.
+    A missing file drops nothing; a line that is not a JSON object stays as it is, a torn last line goes."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_bytes().split(b"\n")
+    keep, dropped = [], 0
+    for line in lines[:-1]:   # the last piece is empty, or a torn write
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict) and drop(record):
+            dropped += 1
+        else:
+            keep.append(line + b"\n")
+    if dropped:
+        write_atomic(path, lambda tmp: tmp.write_bytes(b"".join(keep)))
+    return dropped
 
 
 def _cut_torn_line(path: Path) -> None:

@@ -20,6 +20,18 @@ def test_flags_override_the_recipe(tmp_path):
     assert no_ft.runs == ()
 
 
+def test_steps_replaces_the_steps_a_run_sets_itself(tmp_path):
+    from ropescale.cli.main import build_parser
+    from ropescale.cli.study import config_from_args
+
+    recipe = tmp_path / "s.yaml"
+    recipe.write_text("finetune: {steps: 40}\nruns: [{method: yarn, steps: 100}, {method: linear}]\n")
+    args = build_parser().parse_args(["study", str(recipe), "--output", str(tmp_path / "o"), "--steps", "3"])
+    assert [config_from_args(args).finetune_config(r).steps for r in config_from_args(args).runs] == [3, 3]
+    args = build_parser().parse_args(["study", str(recipe), "--output", str(tmp_path / "o")])
+    assert [config_from_args(args).finetune_config(r).steps for r in config_from_args(args).runs] == [100, 40]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--output", "o", "--factor", "0.5"], "factor must be a number > 1"),
     (["--output", "o", "--methods", "yarn,rope"], "methods: 'rope' is not a method"),

@@ -60,11 +60,40 @@ def _write(tmp_path, text):
     ("runs: [{method: yarn}, {method: yarn}]\n", "two runs are named 'yarn'"),
     ("finetune: {steps: 0}\n", "steps must be a positive integer"),
     ("- just a list\n", "must be a mapping"),
+    ("eval: null\n", "eval must be a mapping of EvalSettings keys"),
+    ("eval: [1]\n", "eval must be a mapping of EvalSettings keys"),
+    ("methods: {yarn: 1}\n", "methods must be a list of method names"),
+    ("methods: [[yarn]]\n", "methods must be a list of method names"),
+    ("runs: null\n", "runs must be a list of fine-tune runs"),
+    ("runs: 5\n", "runs must be a list of fine-tune runs"),
+    ("runs: [{method: 5}]\n", "runs[0].method must be one of"),
+    ("runs: [{method: [yarn]}]\n", "runs[0].method must be one of"),
+    ("eval: {ruler_tasks: [[vt]]}\n", "eval.ruler_tasks must be null or a non-empty list of"),
+    ("eval: {ruler_models: [[baseline]]}\n", "eval.ruler_models must be a list of"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ValueError) as err:
         StudyConfig.from_yaml(_write(tmp_path, text))
     assert message in str(err.value) and "study.yaml" in str(err.value)
+
+
+def test_a_recipe_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.yaml' is not UTF-8 text"):
+        StudyConfig.from_yaml(path)
+
+
+def test_the_recorded_recipe_of_a_spec_run_loads_back(tmp_path, monkeypatch):
+    import yaml
+
+    from ropescale.study.runner import _plain
+
+    monkeypatch.chdir(RECIPES.parent)   # the recipe names its spec file from the repository's root
+    config = StudyConfig.from_yaml(RECIPES / "study-embedded-s8.yaml")
+    assert any("spec" in run.settings for run in config.runs)
+    path = _write(tmp_path, yaml.safe_dump(_plain(config.to_dict())))
+    assert StudyConfig.from_yaml(path) == config
 
 
 def test_missing_recipe_is_named(tmp_path):

@@ -126,6 +126,22 @@ def test_full_tiny_study_then_a_rerun_recomputes_nothing(tiny_lm_dir, text_file,
     assert again["fine-tune"]["runs"] == {"yarn": "reused", "linear": "reused"}
     assert headline(out / "report.md")[1] == rows
 
+    # the yarn run trained again: the rows of its earlier checkpoint go, and it is measured again
+    monkeypatch.undo()
+    import shutil
+
+    def rows_of(label):
+        return [line for line in open(out / "results.jsonl") if json.loads(line)["model"] == label]
+
+    first = rows_of("yarn (fine-tuned)")
+    shutil.rmtree(out / "runs" / "yarn")
+    log = []
+    run_study(config, progress=False, log=log.append)
+    assert stages(out)["fine-tune"]["runs"] == {"yarn": "trained", "linear": "reused"}
+    assert any("result rows of its earlier checkpoint dropped" in line for line in log)
+    assert stages(out)["fine-tuned"]["cells_measured"] == 3 + 1   # yarn's grid and short-context, not linear's
+    assert len(rows_of("yarn (fine-tuned)")) == len(first) and rows_of("yarn (fine-tuned)") != first
+
 
 @pytest.mark.integration
 def test_an_interrupted_finetune_resumes_from_its_checkpoint(tiny_lm_dir, text_file, tmp_path, monkeypatch):
@@ -171,3 +187,34 @@ def test_a_launcher_runs_the_finetune_in_a_subprocess(tiny_lm_dir, text_file, tm
     assert recipe.startswith(f"# {sys.executable} -m ropescale finetune THIS") and "method: yarn" in recipe
     assert json.loads((out / "runs" / "yarn" / "training.json").read_text())["steps"] == 2
     assert stages(out)["fine-tuned"]["cells_measured"] == 4
+
+
+def test_a_folder_of_foreign_files_or_of_another_models_study_is_refused_before_any_work(tiny_lm_dir, text_file,
+                                                                                         tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.md").write_text("my notes")
+    with pytest.raises(ValueError, match="holds files that no ropescale study wrote"):
+        run_study(tiny_study(tiny_lm_dir, text_file, out), progress=False, log=lambda _: None)
+    (out / "results.jsonl").write_text("")
+    (out / "runs" / "yarn").mkdir(parents=True)
+    (out / "runs" / "yarn" / "weights.bin").write_text("not a run")
+    with pytest.raises(ValueError, match="runs/yarn' holds files that no ropescale fine-tune wrote"):
+        run_study(tiny_study(tiny_lm_dir, text_file, out), progress=False, log=lambda _: None)
+    (out / "study.yaml").write_text("model: some-org/another-model\n")
+    with pytest.raises(ValueError, match="holds a study of model 'some-org/another-model'"):
+        run_study(tiny_study(tiny_lm_dir, text_file, out, runs=[]), progress=False, log=lambda _: None)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md", "results.jsonl", "runs", "study.yaml"]
+    assert (out / "study.yaml").read_text() == "model: some-org/another-model\n"
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1]", '{"settings": 5}'])
+def test_a_run_whose_training_json_is_not_ropescales_is_named(tiny_lm_dir, text_file, tmp_path, text):
+    from ropescale.study.runner import finetune_run
+
+    config = tiny_study(tiny_lm_dir, text_file, tmp_path / "study")
+    run_dir = tmp_path / "study" / "runs" / "yarn"
+    run_dir.mkdir(parents=True)
+    (run_dir / "training.json").write_text(text)
+    with pytest.raises(ValueError, match="training.json' is not the training.json of a ropescale fine-tune run"):
+        finetune_run(config, config.runs[0], run_dir, log=lambda _: None)

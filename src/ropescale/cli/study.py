@@ -10,6 +10,7 @@ on the command line replace the recipe's values. Rerunning with the same --outpu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ropescale.cli.args import list_of
 from ropescale.cli.common import add_force_argument, add_model_argument, finite_float, int_list, on_interrupt, positive_int, quiet_transformers
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated evaluation lengths (default: 1,2,4,8,16 × L0)")
     parser.add_argument("--methods", type=list_of(str, "method names"), default=None,
                         help="comma-separated training-free methods (default: linear,ntk,dynamic,yarn,dynamic-yarn)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="optimizer steps of every fine-tune run")
+    parser.add_argument("--steps", type=positive_int, default=None, help="optimizer steps of every fine-tune run (replaces the recipe's, a run's own included)")
     parser.add_argument("--no-finetune", dest="no_finetune", action="store_true",
                         help="training-free methods only (no fine-tune runs)")
     add_force_argument(parser)
@@ -42,10 +43,10 @@ def config_from_args(args: argparse.Namespace):
     if args.no_finetune:
         overrides["runs"] = []
     config = StudyConfig.from_yaml(args.recipe, **overrides) if args.recipe else StudyConfig.from_dict({}, **overrides)
-    if args.steps is not None:
-        import dataclasses
-
-        config = dataclasses.replace(config, finetune={**config.finetune, "steps": args.steps})
+    if args.steps is not None:   # every run's: a run's own `steps` in the recipe gives way to the flag too
+        runs = tuple(dataclasses.replace(r, settings={**r.settings, "steps": args.steps}) if "steps" in r.settings
+                     else r for r in config.runs)
+        config = dataclasses.replace(config, finetune={**config.finetune, "steps": args.steps}, runs=runs)
     return config
 
 

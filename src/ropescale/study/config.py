@@ -78,12 +78,12 @@ class EvalSettings:
         _require("eval.ruler_samples", _is_int(self.ruler_samples) and self.ruler_samples >= 0,
                  "a non-negative integer")
         _require("eval.ruler_tasks", self.ruler_tasks is None or (isinstance(self.ruler_tasks, (list, tuple)) and all(
-            t in RULER_TASKS for t in self.ruler_tasks) and len(self.ruler_tasks) > 0),
+            isinstance(t, str) and t in RULER_TASKS for t in self.ruler_tasks) and len(self.ruler_tasks) > 0),
                  "null or a non-empty list of " + ", ".join(RULER_TASKS))
         if self.ruler_tasks is not None:
             object.__setattr__(self, "ruler_tasks", tuple(self.ruler_tasks))
-        _require("eval.ruler_models", isinstance(self.ruler_models, (list, tuple)) and set(self.ruler_models) <= set(
-            RULER_STAGES), "a list of " + ", ".join(RULER_STAGES))
+        _require("eval.ruler_models", isinstance(self.ruler_models, (list, tuple)) and all(
+            isinstance(m, str) and m in RULER_STAGES for m in self.ruler_models), "a list of " + ", ".join(RULER_STAGES))
         object.__setattr__(self, "ruler_models", tuple(self.ruler_models))
         _require("eval.ruler_qa_files", isinstance(self.ruler_qa_files, (list, tuple)) and all(
             isinstance(f, str) for f in self.ruler_qa_files), "a list of file paths")
@@ -117,7 +117,7 @@ class FinetuneRun:
         _require("runs[].name", isinstance(self.name, str) and self.name.strip() != "" and
                  all(c.isalnum() or c in "-_.+" for c in self.name) and not self.name.startswith("."),
                  f"a folder name of letters, digits and - _ . + (got {self.name!r})")
-        if self.method not in METHODS:
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise ValueError(f"runs[{self.name}].method must be one of {', '.join(METHODS)}, got {self.method!r}")
         owned = sorted(set(self.settings) & set(STUDY_OWNED))
         if owned:
@@ -139,6 +139,8 @@ class FinetuneRun:
             method = read_spec(values["spec"], field=f"runs[{index}].spec").method
         if method is None:
             raise ValueError(f"runs[{index}] needs a method (one of {', '.join(METHODS)}) or a spec file")
+        if not isinstance(method, str) or method not in METHODS:
+            raise ValueError(f"runs[{index}].method must be one of {', '.join(METHODS)}, got {method!r}")
         name = values.pop("name", None) or _default_name(method, values)
         return cls(name=name, method=method, settings=values)
 
@@ -182,7 +184,8 @@ class StudyConfig:
             _require("lengths", isinstance(self.lengths, (list, tuple)) and len(self.lengths) > 0 and all(
                 _is_int(n) and n >= 2 for n in self.lengths), "a non-empty list of integers >= 2, or null")
             object.__setattr__(self, "lengths", tuple(sorted(set(self.lengths))))
-        _require("methods", isinstance(self.methods, (list, tuple)), "a list of method names")
+        _require("methods", isinstance(self.methods, (list, tuple)) and all(isinstance(m, str) for m in self.methods),
+                 "a list of method names or RopeSpec JSON files")
         bad = [m for m in self.methods if m not in METHODS and not is_spec_file(m)]
         if bad:
             raise ValueError(f"methods: {bad[0]!r} is not a method; accepted: {', '.join(METHODS)}, or a RopeSpec "
@@ -194,11 +197,15 @@ class StudyConfig:
             _require(name, getattr(self, name) is None or isinstance(getattr(self, name), str), "a string")
         if isinstance(self.eval, dict):
             object.__setattr__(self, "eval", _build(EvalSettings, self.eval, "eval"))
+        _require("eval", isinstance(self.eval, EvalSettings), "a mapping of EvalSettings keys (max_tokens, "
+                 "passkey_trials, ruler_samples, ...)")
         _require("finetune", isinstance(self.finetune, dict), "a mapping of FinetuneConfig keys")
         owned = sorted(set(self.finetune) & set(STUDY_OWNED))
         if owned:
             raise ValueError(f"finetune: key {owned[0]!r} is set by the study (model and factor at the top of the "
                              "recipe, method per run, output under --output)")
+        _require("runs", isinstance(self.runs, (list, tuple)), "a list of fine-tune runs (each a mapping with a "
+                 "name and a method or spec), or [] for none")
         runs = [r if isinstance(r, FinetuneRun) else FinetuneRun.from_dict(r, i) for i, r in enumerate(self.runs)]
         names = [r.name for r in runs]
         duplicate = next((n for n in names if names.count(n) > 1), None)
@@ -251,7 +258,9 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["runs"] = [{"name": r.name, "method": r.method, **r.settings} for r in self.runs]
+        # a spec run is recorded as it was given: its spec file holds the method (the two exclude each other)
+        out["runs"] = [{"name": r.name, **({} if r.settings.get("spec") else {"method": r.method}), **r.settings}
+                       for r in self.runs]
         return out
 
     # ------------------------------------------------------------------------------------------ loading

@@ -38,7 +38,7 @@ from ropescale.evaluate.passkey import UNIFORM_BITS_PER_DIGIT, cell_prompts
 from ropescale.evaluate.perplexity import default_lengths
 from ropescale.evaluate.results import canonical
 
-from ropescale.io import write_json_atomic, write_text_atomic
+from ropescale.io import drop_json_lines, write_json_atomic, write_text_atomic
 from ropescale.memory_plan import Estimate, check_fits, eval_knobs, train_knobs
 from ropescale.model_info import ModelInfo, build_spec, check_spec_fits
 from ropescale.models import load_config, load_tokenizer
@@ -46,12 +46,13 @@ from ropescale.report import load_rows, write_report
 from ropescale.study.config import FinetuneRun, StudyConfig, is_spec_file
 from ropescale.study.summary import Entry, collect, evaluated_target_length, findings, headline_table
 from ropescale.train import loop
-from ropescale.train.checkpoint import checkpoint_dirs, read_state
+from ropescale.train.checkpoint import RUN_MARKERS, checkpoint_dirs, read_state
 from ropescale.train.config import FinetuneConfig
 
 RESULTS = "results.jsonl"
 RUNS = "runs"
 STUDY_RECORD = "study.json"
+STUDY_MARKERS = (RESULTS, RUNS, STUDY_RECORD, "study.yaml")   # what only a study writes in its folder
 # FinetuneConfig keys that do not change the trained weights: a finished run is reused whatever they say
 NOT_IN_THE_WEIGHTS = ("output", "resume", "overwrite", "save_every", "keep_checkpoints", "report_to")
 
@@ -194,14 +195,26 @@ def settings_difference(saved: dict, wanted: dict) -> str | None:
     return None
 
 
+def read_training(run_dir: Path) -> dict:
+    """A finished run's training.json; ValueError naming the file when it is not what a ropescale run writes."""
+    path = run_dir / "training.json"
+    try:
+        training = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        training = None
+    if not isinstance(training, dict) or not isinstance(training.get("settings", {}), dict):
+        raise ValueError(f"{str(path)!r} is not the training.json of a ropescale fine-tune run; delete the folder "
+                         f"{str(run_dir)!r} to train it again")
+    return training
+
+
 def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Callable[[str], None],
                  force: bool = False) -> tuple[str, int]:
     """Train one run unless it is finished; returns (what happened, optimizer steps trained now). The study checked
     the step's memory up front (`check_study_memory`); a launched run checks its own, unless `force`."""
     wanted = config.finetune_config(run, output=run_dir)
-    done = run_dir / "training.json"
-    if done.is_file():
-        saved = json.loads(done.read_text(encoding="utf-8")).get("settings", {})
+    if (run_dir / "training.json").is_file():
+        saved = read_training(run_dir).get("settings", {})
         diff = settings_difference(saved, wanted.to_dict())
         if diff:
             raise ValueError(f"fine-tune run {run.name!r} in {str(run_dir)!r} was trained with {diff}; delete that "
@@ -325,6 +338,7 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], 
     out = Path(config.output).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"`output` {str(out)!r} is a file; give a folder for the study")
+    check_output(config, out)
     results = ResultsFile(out / RESULTS)
     if results.path.exists():
         results.read()   # a corrupt results file fails now, naming its line, not after the first stage
@@ -351,6 +365,35 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], 
                       + yaml.safe_dump(_plain(config.to_dict() | {"output": None}), sort_keys=False))
     return Study(config, out, results, l0, lengths, tasks, device, getattr(torch, config.eval.dtype), progress, log,
                  free, force)
+
+
+def check_output(config: StudyConfig, out: Path) -> None:
+    """ValueError, before any work, when `out` holds files no study wrote, a run folder holds files no fine-tune
+    wrote, or the folder holds a study of another model (its rows and runs would pass for this model's)."""
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in STUDY_MARKERS):
+        raise ValueError(f"`output` {str(out)!r} holds files that no ropescale study wrote; choose another `output`")
+    for run in config.runs:
+        run_dir = out / RUNS / run.name
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not any((run_dir / n).exists() for n in RUN_MARKERS):
+            raise ValueError(f"`output`: {str(run_dir)!r} holds files that no ropescale fine-tune wrote; move them "
+                             "or choose another `output`")
+    recorded = out / "study.yaml"
+    if recorded.is_file():
+        try:
+            before = (yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}).get("model")
+        except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
+            return   # not readable as ours: rewritten below, and the runs check their own settings
+        if _model_id(before) != _model_id(config.model):
+            raise ValueError(f"`output` {str(out)!r} holds a study of model {before or 'embedded'!r}, not "
+                             f"{config.model or 'embedded'!r}; give this study another `output`")
+
+
+def _model_id(model) -> str:
+    """The same model however it was named: embedded for None, a local folder by its absolute path."""
+    if model is None or model == "embedded":
+        return "embedded"
+    path = Path(str(model)).expanduser()
+    return str(path.resolve()) if path.exists() else str(model)
 
 
 def study_units(config: StudyConfig, tasks: Tasks, device: str) -> list[tuple[Estimate, str, str]]:
@@ -417,8 +460,18 @@ def _finetune(study: Study, tally: Tally) -> None:
         run_dir = study.out / RUNS / run.name
         status, steps = finetune_run(study.config, run, run_dir, study.log, study.force)
         tally.runs[run.name], tally.steps_trained = status, tally.steps_trained + steps
-        training = json.loads((run_dir / "training.json").read_text(encoding="utf-8"))
+        if status != "reused":   # new weights: rows an earlier checkpoint of this run left are not theirs
+            forget(study, run_label(run))
+        training = read_training(run_dir)
         study.tuned.append(finetuned_target(study.config, run, run_dir, training))
+
+
+def forget(study: Study, label: str) -> None:
+    """Drop the rows (and logged samples) of the model labelled `label` from the study's results."""
+    dropped = drop_json_lines(study.results.path, lambda row: row.get("model") == label)
+    drop_json_lines(samples_path(study.results.path), lambda row: row.get("model") == label)
+    if dropped:
+        study.log(f"  {label}: {dropped} result rows of its earlier checkpoint dropped (they are measured again)")
 
 
 def _finetuned(study: Study, tally: Tally) -> None:

@@ -167,6 +167,8 @@ def read_recipe(path: str | Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"recipe {str(path)!r} is not valid YAML ({' '.join(str(exc).split())})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"recipe {str(path)!r} is not UTF-8 text") from None
 
 
 def yaml_floats(values: dict[str, Any]) -> dict[str, Any]:
