@@ -141,6 +141,30 @@ def load_tokenizer(name: str | Path | None, required: bool = True):
         raise ValueError(f"`model` {resolved!r}: could not load its tokenizer ({_first_line(exc)})") from None
 
 
+def resolve_device(device: str | None, field: str = "`device`") -> str:
+    """The torch device to run on: `device` checked against this machine, or (None) cuda when available, else cpu.
+    ValueError naming `field` for a device torch does not know or this machine does not have."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    accepted = "accepted: cpu, cuda, cuda:N, mps"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{field} {device!r} is not a torch device ({accepted})") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{field} {device!r}: CUDA is not available on this machine; use cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{field} {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{field} {device!r}: MPS is not available on this machine; use cpu")
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{field} {device!r} is not supported ({accepted})")
+    return device
+
+
 def load_model(name: str | Path | None, *, dtype=None, device=None, attn_implementation: str = "sdpa"):
     """AutoModelForCausalLM in eval mode; fp32 by default on CPU (RoPE math stays fp32 regardless)."""
     import torch

@@ -188,3 +188,30 @@ def test_spec_and_method_flags_exclude_each_other(command, flags, needle, tiny_l
     argv = [a.format(model=tiny_lm_dir, tmp=tmp_path) for a in COMMANDS[command]]
     assert main(argv + ["--spec", str(path)] + flags) == 2
     _one_line_error(capsys, needle)
+
+
+@pytest.mark.parametrize("device,needle", [
+    ("nosuch", "'nosuch' is not a torch device"),
+    ("cuda", "'cuda': CUDA is not available on this machine"),
+    ("cuda:7", "'cuda:7'"),
+    ("mps", "'mps': MPS is not available on this machine"),
+])
+@pytest.mark.parametrize("command", ["eval", "search", "study"])
+def test_a_device_this_machine_lacks_is_one_line(tiny_train_model_dir, tmp_path, capsys, device, needle, command):
+    import torch
+
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("this machine has an accelerator")
+    model = ["--model", str(tiny_train_model_dir)]
+    if command == "eval":
+        argv = ["eval", "perplexity", *model, "--lengths", "32", "--output", str(tmp_path / "r.jsonl"),
+                "--device", device]
+    elif command == "search":
+        argv = ["search", *model, "--factor", "2", "--output", str(tmp_path / "s"), "--device", device]
+    else:
+        recipe = tmp_path / "study.yaml"
+        recipe.write_text(f"eval: {{device: '{device}'}}\nruns: []\n")
+        argv = ["study", str(recipe), *model, "--output", str(tmp_path / "o")]
+    assert main(argv) == 2
+    _one_line_error(capsys, "device" if command == "study" else "--device", needle)
+    assert not (tmp_path / "s" / "search.json").exists() and not (tmp_path / "o").exists()

@@ -98,6 +98,22 @@ def test_a_folder_of_another_search_is_refused(uninterrupted, tiny_train_model_d
         _search(tiny_train_model_dir, uninterrupted[1], seed=8)
 
 
+def test_a_call_that_fails_in_setup_leaves_the_folder_to_the_corrected_one(tiny_train_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="missing.txt"):
+        _search(tiny_train_model_dir, tmp_path, generations=1, data=str(tmp_path / "missing.txt"))
+    assert not (tmp_path / "search.json").exists()
+    assert len(_search(tiny_train_model_dir, tmp_path, generations=1).history) == 1
+
+
+def test_the_embedded_model_named_or_not_is_the_same_search(tmp_path):
+    from ropescale.search.evolution import check_settings
+
+    (tmp_path / "search.json").write_text(json.dumps({"model": "embedded", "seed": 0}))
+    check_settings(tmp_path, {"model": None, "seed": 0})
+    with pytest.raises(ValueError, match="other settings"):
+        check_settings(tmp_path, {"model": "some/model", "seed": 0})
+
+
 def test_the_needle_fitness_searches_too(tiny_train_model_dir, tmp_path):
     result = _search(tiny_train_model_dir, tmp_path, generations=2, factor=8.0, fitness="needle",
                      fixed_attention_scale=1.1)

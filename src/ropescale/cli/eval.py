@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ropescale.evaluate import ResultsFile, evaluate
     from ropescale.evaluate.samples import samples_path
-    from ropescale.models import load_config
+    from ropescale.models import load_config, resolve_device
 
     task = TASK_CLASSES[args.task](**_task_fields(args))
     if args.task == "ruler" and task.without_file():
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         output.read()  # a corrupt results file fails now, with its line number, not after an hour of work
     config = load_config(args.model)
     spec = spec_from_args(args, config)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     if args.log_prompts and not args.log_samples:
         raise ValueError("--log-prompts needs --log-samples")
     if args.log_samples and args.task in ("perplexity", "short-context"):

@@ -66,14 +66,13 @@ def draw(result, fitness: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from ropescale.models import resolve_device
     from ropescale.search import search
     from ropescale.search.evolution import scored_seeds
 
     settings = {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
     on_interrupt(args, lambda: f"every finished generation is in {args.output}; rerun the same command to continue")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     result = search(args.model, factor=args.factor, output=args.output, generations=args.generations, device=device,
                     force=args.force, **settings)
     plots = [str(p) for p in draw(result, args.fitness or "needle") if p is not None]

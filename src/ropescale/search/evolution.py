@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ropescale.io import write_csv_atomic, write_json_atomic
+from ropescale.models import resolve_device
 from ropescale.search.fitness import FITNESSES
 from ropescale.search.space import Candidate, Space, crossover, mutate, seeds, to_spec
 
@@ -162,15 +163,16 @@ def load_state(output: Path) -> State:
 
 
 def check_settings(output: Path, header: dict[str, Any]) -> None:
-    """Write search.json in a new folder; in a folder that holds a search, it must be this search."""
+    """In a folder that holds a search, it must be this search (the model named None or "embedded" alike)."""
     path = output / SETTINGS_FILE
     if not path.is_file():
         if any(output.glob("generation-*.json")):
             raise ValueError(f"`output` {str(output)!r} holds generation files but no {SETTINGS_FILE}; use an "
                              "empty folder")
-        write_json_atomic(path, header)
         return
     saved = read_json(path)
+    if saved.get("model") == "embedded":
+        saved = {**saved, "model": None}
     for key in sorted(set(saved) | set(header)):
         if saved.get(key) != header.get(key):
             raise ValueError(f"`output` {str(output)!r} holds a search with other settings ({key}: "
@@ -277,9 +279,10 @@ def setup(model_name, settings: SearchSettings, device: str | None, output: Path
     if length <= info.original_max_position_embeddings:
         raise ValueError(f"`length` {length} must exceed the model's L0 = {info.original_max_position_embeddings}: "
                          "longrope uses the searched factors only beyond L0")
-    header = {"model": None if model_name is None else str(model_name), **settings.record(), "length": length,
+    embedded = model_name is None or model_name == "embedded"
+    header = {"model": None if embedded else str(model_name), **settings.record(), "length": length,
               "head_dim": info.head_dim, "rope": base.record()}
-    if not force:   # before search.json is written
+    if not force:
         check_memory(config, length, settings.batch_size, device)
     check_settings(output, header)
     tokenizer = models.load_tokenizer(model_name)
@@ -287,6 +290,8 @@ def setup(model_name, settings: SearchSettings, device: str | None, output: Path
                         settings.text_field)
     model = models.load_model(model_name, device=device)
     space = Space(info.rotary_dim // 2, settings.max_factor, settings.fixed_attention_scale)
+    if not (output / SETTINGS_FILE).is_file():   # only now: a call that failed above leaves the folder free
+        write_json_atomic(output / SETTINGS_FILE, header)
     return Problem(model, base, info.head_dim, data, space, header)
 
 
@@ -316,6 +321,8 @@ def search(model=None, *, factor: float, output: str | Path, generations: int = 
     from ropescale.search.fitness import score
 
     _positive("generations", generations)
+    if device is not None:
+        device = resolve_device(device)
     config = SearchSettings(factor=factor, **settings)
     output = Path(output)
     if output.exists() and not output.is_dir():

@@ -41,7 +41,7 @@ from ropescale.evaluate.results import canonical
 from ropescale.io import drop_json_lines, write_json_atomic, write_text_atomic
 from ropescale.memory_plan import Estimate, check_fits, eval_knobs, train_knobs
 from ropescale.model_info import ModelInfo, build_spec, check_spec_fits
-from ropescale.models import load_config, load_tokenizer
+from ropescale.models import load_config, load_tokenizer, resolve_device
 from ropescale.report import load_rows, write_report
 from ropescale.study.config import FinetuneRun, StudyConfig, is_spec_file
 from ropescale.study.summary import Entry, collect, evaluated_target_length, findings, headline_table
@@ -349,7 +349,7 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], 
     asked = config.eval.passkey_lengths
     if asked is not None and not set(asked) <= set(lengths):
         raise ValueError(f"eval.passkey_lengths {list(asked)} must be some of the study's lengths {lengths}")
-    device = config.eval.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(config.eval.device, "eval.device")
     if not force:   # before any prompt is built: a passkey prompt of a mistyped length alone can exhaust the memory
         bos = tokenizer.bos_token_id is not None
         check_study_memory(config, make_tasks(config, lengths, list(asked or lengths), l0, bos), device)
