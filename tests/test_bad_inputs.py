@@ -63,7 +63,11 @@ def bad(tmp_path_factory, tiny_lm_dir, tiny_train_model_dir):
 
     for name, change in (("yarn-no-factor", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0,
                                                                    "original_max_position_embeddings": 64}}),
-                         ("length-as-text", {"max_position_embeddings": "64"})):
+                         ("length-as-text", {"max_position_embeddings": "64"}),
+                         ("length-negative", {"max_position_embeddings": -64,
+                                              "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}),
+                         ("method-as-list", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0,
+                                                                 "factor": 2.0, "ropescale_method": ["yarn"]}})):
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps({**config, **change}))
         p[name.replace("-", "_")] = str(root / name)
@@ -146,6 +150,12 @@ CASES = [
      "not a valid 'llama' config for transformers: KeyError"),
     ("config-length-as-text", ["plan", "--model", "{length_as_text}", "--target-length", "1024"],
      "expected int, got str"),
+    ("config-length-negative", ["export", "--model", "{length_negative}", "--to", "hf"],
+     "context length as -64; max_position_embeddings (and original_max_position_embeddings) must be an integer"),
+    ("config-method-as-list", ["plan", "--model", "{method_as_list}", "--target-length", "1024"],
+     "(ropescale_method ['yarn']) is not supported"),
+    ("plan-head-dim-zero", ["plan", "--model", "{model}", "--target-length", "1024", "--head-dim", "0"],
+     "--head-dim: expected a positive integer"),
     ("longrope-wrong-length", ["export", "--model", "{longrope}", "--to", "vllm"], "short_factor"),
     # recipes
     ("recipe-unknown-key", ["finetune", "{unknown_key_yaml}", "--output", "{root}/run"], "learning_rate"),

@@ -89,6 +89,51 @@ def test_export_to_gguf_writes_the_scaling_and_every_tensor(capsys, tiny_gguf, t
     assert meta["tensors"] == base["tensors"]
 
 
+@pytest.mark.parametrize("method", ["yarn", "linear"])
+def test_an_exported_gguf_loads_back_with_its_scaling(capsys, tiny_gguf, tmp_path, lm_tokenizer, method):
+    _, path = tiny_gguf
+    assert main(["extend", "--model", str(path), "--method", method, "--factor", "4", "--output",
+                 str(tmp_path / "ext")]) == 0
+    out = tmp_path / "ext.gguf"
+    assert main(["export", "--model", str(tmp_path / "ext"), "--to", "gguf", "--gguf", str(path),
+                 "--output", str(out)]) == 0
+    rope = models.load_config(out).rope_parameters
+    assert rope["rope_type"] == method and rope["factor"] == 4.0
+    if method == "yarn":
+        assert rope["original_max_position_embeddings"] == 64
+    ids = lm_tokenizer("To be, or not to be: that is the question " * 12, return_tensors="pt").input_ids
+    assert ids.shape[1] > 64   # past L0, where the scaling shows
+    with torch.no_grad():
+        torch.testing.assert_close(models.load_model(out)(ids).logits,
+                                   models.load_model(tmp_path / "ext")(ids).logits, rtol=0, atol=1e-5)
+    capsys.readouterr()
+    assert main(["plan", "--model", str(out), "--target-length", "512"]) == 0
+    assert f"rope {method}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("keys,tensors,needle", [
+    ({"llama.rope.scaling.type": "longrope"}, {}, "rope scaling type 'longrope' is not one ropescale can read"),
+    ({"llama.rope.scaling.type": "yarn"}, {}, "rope scaling 'yarn' without llama.rope.scaling.factor"),
+    ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0, "llama.rope.scaling.yarn_ext_factor":
+      0.5}, {}, "llama.rope.scaling.yarn_ext_factor is not one ropescale can read"),
+    ({}, {"rope_freqs.weight": [1.0] * 8}, "scales its rope per frequency (tensor rope_freqs.weight)"),
+])
+def test_a_gguf_scaling_transformers_cannot_run_is_one_line(capsys, tiny_gguf, tmp_path, keys, tensors, needle):
+    import numpy as np
+
+    from ropescale.export.gguf import copy_gguf
+
+    _, path = tiny_gguf
+    out = tmp_path / "scaled.gguf"
+    copy_gguf(path, out, keys=keys, tensors={k: np.asarray(v, dtype=np.float32) for k, v in tensors.items()})
+    for command in (["plan", "--target-length", "512"], ["eval", "perplexity", "--lengths", "64", "--output",
+                                                         str(tmp_path / "r.jsonl")]):
+        assert main([command[0], "--model", str(out), *command[1:]] if command[0] == "plan" else
+                    [*command[:2], "--model", str(out), *command[2:]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+
+
 def test_gguf_export_without_a_base_file_is_one_line(capsys, tiny_gguf, tmp_path):
     _, path = tiny_gguf
     assert main(["export", "--model", str(path), "--to", "gguf", "--output", str(tmp_path / "x.gguf")]) == 2

@@ -92,6 +92,9 @@ class ModelInfo:
         l0 = rope.original_max_position_embeddings or config_value(text, "max_position_embeddings")
         if not l0:
             raise ValueError("the model's config has no max_position_embeddings (its original context length)")
+        if isinstance(l0, bool) or not isinstance(l0, (int, float)) or l0 < 2 or l0 != int(l0):
+            raise ValueError(f"the model's config gives its context length as {l0!r}; max_position_embeddings (and "
+                             "original_max_position_embeddings) must be an integer >= 2")
         head_dim = head_dim or config_head_dim(text)
         if not head_dim:
             raise ValueError("`head_dim`: the model's config has neither head_dim nor hidden_size and "

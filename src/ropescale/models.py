@@ -104,15 +104,74 @@ def read_config_dict(name: str | Path | None) -> dict:
 
 
 def load_config(name: str | Path | None):
-    """The transformers config of a model name (embedded, a directory, a Hub id), without loading weights."""
+    """The transformers config of a model name (embedded, a directory, a Hub id, a .gguf file), without loading
+    weights. A GGUF file's rope scaling, which transformers' GGUF reader drops, is put back (`gguf_rope_scaling`)."""
     from transformers import AutoConfig  # heavy: loaded when a command first needs a model
 
     resolved = resolve_model(name)
     target, kwargs = pretrained_args(resolved)
     try:
-        return AutoConfig.from_pretrained(target, **kwargs)
+        config = AutoConfig.from_pretrained(target, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"`model` {resolved!r}: could not read its config ({_first_line(exc)})") from None
+    if kwargs:
+        scaling = gguf_rope_scaling(resolved)
+        if scaling:
+            config.rope_parameters = {**config.rope_parameters, **scaling}
+    return config
+
+
+# llama.cpp's rope.scaling keys that ropescale reads back (`finetuned` is a note, not a setting) and the tensors
+# that carry a scaling per frequency (Llama 3.1's rope_freqs, longrope's factors)
+GGUF_SCALING_KEYS = ("type", "factor", "original_context_length", "attn_factor", "yarn_beta_fast", "yarn_beta_slow",
+                     "finetuned")
+GGUF_SCALING_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
+def gguf_rope_scaling(path: str | Path) -> dict:
+    """The transformers rope_parameters entries of a GGUF file's `{arch}.rope.scaling.*` keys ({} when unscaled):
+    linear → factor; yarn → factor, L0 (llama.cpp's default: the context length), betas, and the attention scale
+    (llama.cpp's attn_factor multiplies its built-in 0.1·ln s + 1). ValueError for a scaling transformers could not
+    run as the file says (per-frequency factor tensors, another type, a key ropescale does not know)."""
+    import gguf
+
+    from ropescale.rope.methods import yarn_get_mscale
+
+    reader = gguf.GGUFReader(str(path))
+    arch = str(reader.fields["general.architecture"].contents())
+    prefix = f"{arch}.rope.scaling."
+    keys = {name[len(prefix):]: field.contents() for name, field in reader.fields.items() if name.startswith(prefix)}
+    where = f"`model` {str(path)!r}"
+    tensors = [t.name for t in reader.tensors if t.name in GGUF_SCALING_TENSORS]
+    if tensors:
+        raise ValueError(f"{where} scales its rope per frequency (tensor {tensors[0]}), which transformers' GGUF "
+                         "loader cannot run; give the model's Hugging Face checkpoint instead")
+    unknown = sorted(set(keys) - set(GGUF_SCALING_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: rope scaling key {prefix}{unknown[0]} is not one ropescale can read "
+                         f"(known: {', '.join(GGUF_SCALING_KEYS)})")
+    kind = str(keys.get("type", "none"))
+    if kind == "none":
+        return {}
+    if kind not in ("linear", "yarn"):
+        raise ValueError(f"{where}: rope scaling type {kind!r} is not one ropescale can read from a GGUF file "
+                         "(none, linear, yarn)")
+    if "factor" not in keys:
+        raise ValueError(f"{where}: rope scaling {kind!r} without {prefix}factor")
+    factor = float(keys["factor"])
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": factor}
+    context = reader.fields.get(f"{arch}.context_length")
+    l0 = keys.get("original_context_length", None if context is None else context.contents())
+    out = {"rope_type": "yarn", "factor": factor}
+    if l0 is not None:
+        out["original_max_position_embeddings"] = int(l0)
+    for key, name in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
+        if key in keys:
+            out[name] = float(keys[key])
+    if "attn_factor" in keys and float(keys["attn_factor"]) != 1.0:
+        out["attention_factor"] = float(keys["attn_factor"]) * yarn_get_mscale(factor)
+    return out
 
 
 def has_tokenizer(name: str | Path | None) -> bool:
@@ -174,6 +233,8 @@ def load_model(name: str | Path | None, *, dtype=None, device=None, attn_impleme
 
     resolved = resolve_model(name)
     target, kwargs = pretrained_args(resolved)
+    if kwargs:   # a GGUF file: with its rope scaling, which transformers' own reading drops
+        kwargs["config"] = load_config(resolved)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             target, dtype=dtype or torch.float32, attn_implementation=attn_implementation, **kwargs)

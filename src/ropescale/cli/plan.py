@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     chosen = parser.add_mutually_exclusive_group()
     chosen.add_argument("--method", default=None, choices=list(METHODS), help="scaling method (default: yarn)")
     add_spec_file_argument(chosen)
-    parser.add_argument("--head-dim", type=int, default=None, help="override the head dim read from config.json")
+    parser.add_argument("--head-dim", type=positive_int, default=None, help="override the head dim read from config.json")
     parser.add_argument("--rope-theta", type=float, default=None, help="the new base θ, for --method abf only")
     memory = parser.add_argument_group("memory of a fine-tuning step (printed with --gpus)")
     memory.add_argument("--gpus", type=positive_int, default=None, help="GPUs the run has")

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from ropescale.export.runtimes import llamacpp_settings
+from ropescale.models import GGUF_SCALING_TENSORS
 from ropescale.rope.spec import RopeSpec
 
 GGUF_EXTRA = "pip install 'ropescale[gguf]'"
 _INT_KEYS = ("context_length", "original_context_length", "dimension_count")
 # the tensors that carry a rope scaling (llama3's, longrope's): a base model's are dropped with its scaling keys
-SCALING_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+SCALING_TENSORS = GGUF_SCALING_TENSORS
 
 
 def _gguf():

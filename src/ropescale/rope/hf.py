@@ -186,8 +186,9 @@ def spec_from_hf(config: Any) -> RopeSpec:
     if _is_nested(rope):
         raise ValueError(f"nested per-layer-type rope_parameters (keys {sorted(rope)}) are not supported")
     hf_type = rope.get("rope_type") or rope.get("type") or "default"
-    name = rope.get(PREFIX + "method") or HF_TYPE_TO_METHOD.get(hf_type)
-    if name not in METHODS:
+    recorded = rope.get(PREFIX + "method")
+    name = recorded or (HF_TYPE_TO_METHOD.get(hf_type) if isinstance(hf_type, str) else None)
+    if not isinstance(name, str) or name not in METHODS:
         raise ValueError(f"rope_type {hf_type!r} (ropescale_method {rope.get(PREFIX + 'method')!r}) is not "
                          f"supported; rope_type must be one of {', '.join(HF_TYPE_TO_METHOD)}")
     method = METHODS[name]
