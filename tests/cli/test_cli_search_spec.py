@@ -158,10 +158,12 @@ def _bad_files(tmp_path, model_dir):
     (tmp_path / "not.json").write_text("{nope")
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "field.json").write_text(json.dumps({"method": "yarn", "factor": 2, "colour": "red"}))
+    (tmp_path / "other.json").write_text(json.dumps({"colour": "red"}))   # read as plain RoPE before
     other = _searched_spec(model_dir).record()
     (tmp_path / "other_l0.json").write_text(json.dumps({**other, "original_max_position_embeddings": 4096}))
     return {"missing.json": "does not exist", "not.json": "is not a JSON file", "list.json": "JSON object",
-            "field.json": "'colour' is not a RopeSpec field", "other_l0.json": "made for L0 = 4096", ".": "directory"}
+            "field.json": "'colour' is not a RopeSpec field", "other.json": "holds neither a RopeSpec",
+            "other_l0.json": "made for L0 = 4096", ".": "directory"}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

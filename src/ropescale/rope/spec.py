@@ -219,6 +219,11 @@ def _check_method_fields(spec: RopeSpec) -> None:
 # ---------------------------------------------------------------- a spec in a file
 
 
+# keys of which a transformers rope dict or config.json holds at least one
+SPEC_FILE_KEYS = ("rope_type", "type", "rope_theta", "rope_parameters", "rope_scaling", "model_type", "text_config",
+                  "max_position_embeddings")
+
+
 def read_spec(path, field: str = "spec") -> RopeSpec:
     """The RopeSpec in a JSON file: a `record()` (what `ropescale search` writes as best.json), or a
     transformers `rope_parameters` dict / config.json. ValueError naming `field` and the file when it is missing,
@@ -236,6 +241,9 @@ def read_spec(path, field: str = "spec") -> RopeSpec:
         raise ValueError(f"{where} is not a JSON file ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{where} must hold a JSON object with the RopeSpec fields, got {type(data).__name__}")
+    if not set(data) & {"method", *SPEC_FILE_KEYS}:   # `from_hf` would read any other object as plain RoPE
+        raise ValueError(f"{where} holds neither a RopeSpec (method, factor, ...) nor a transformers rope dict or "
+                         f"config.json (keys {', '.join(sorted(data)[:5]) or 'none'})")
     try:
         if "method" in data:
             unknown = sorted(set(data) - {f.name for f in dataclasses.fields(RopeSpec)})
