@@ -6,6 +6,8 @@ One parser and one builder, so `extend`, `eval`, `finetune` and `study` read a s
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 
 from ropescale.cli.args import finite_float, list_of
 
@@ -95,6 +97,11 @@ def quiet_transformers() -> None:
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    if "DS_ACCELERATOR" not in os.environ and importlib.util.find_spec("deepspeed") is not None:
+        import torch
+
+        if not torch.cuda.is_available():   # DeepSpeed (imported with transformers' integrations) prints a
+            os.environ["DS_ACCELERATOR"] = "cpu"   # warning to stdout when it finds no GPU to pick
 
 
 def on_interrupt(args: argparse.Namespace, describe) -> None:
