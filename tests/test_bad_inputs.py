@@ -67,7 +67,9 @@ def bad(tmp_path_factory, tiny_lm_dir, tiny_train_model_dir):
                          ("length-negative", {"max_position_embeddings": -64,
                                               "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}),
                          ("method-as-list", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0,
-                                                                 "factor": 2.0, "ropescale_method": ["yarn"]}})):
+                                                                 "factor": 2.0, "ropescale_method": ["yarn"]}}),
+                         ("method-unknown", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0,
+                                                                 "factor": 2.0, "ropescale_method": "yarm"}})):
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps({**config, **change}))
         p[name.replace("-", "_")] = str(root / name)
@@ -153,9 +155,15 @@ CASES = [
     ("config-length-negative", ["export", "--model", "{length_negative}", "--to", "hf"],
      "context length as -64; max_position_embeddings (and original_max_position_embeddings) must be an integer"),
     ("config-method-as-list", ["plan", "--model", "{method_as_list}", "--target-length", "1024"],
-     "(ropescale_method ['yarn']) is not supported"),
+     "rope_parameters['ropescale_method'] must be a string naming a ropescale method (default, linear, ntk, "
+     "dynamic, ntk-by-parts, yarn, dynamic-yarn, llama3, longrope, abf), got ['yarn']"),
+    ("config-method-unknown", ["export", "--model", "{method_unknown}", "--to", "vllm"],
+     "naming a ropescale method (default, linear, ntk, dynamic, ntk-by-parts, yarn, dynamic-yarn, llama3, "
+     "longrope, abf), got 'yarm'"),
     ("plan-head-dim-zero", ["plan", "--model", "{model}", "--target-length", "1024", "--head-dim", "0"],
      "--head-dim: expected a positive integer"),
+    ("export-max-len-negative", ["export", "--model", "{model}", "--to", "vllm", "--max-len", "-5"],
+     "--max-len: expected a positive integer, got '-5'"),
     ("longrope-wrong-length", ["export", "--model", "{longrope}", "--to", "vllm"], "short_factor"),
     # recipes
     ("recipe-unknown-key", ["finetune", "{unknown_key_yaml}", "--output", "{root}/run"], "learning_rate"),
@@ -302,3 +310,15 @@ def test_bad_input_subprocess(name, bad):
     proc = subprocess.run([sys.executable, "-m", "ropescale", *fill(argv, bad)], capture_output=True, text=True,
                           env=env, timeout=120)
     check_one_line(proc.returncode, proc.stderr, needle)
+
+
+@pytest.mark.integration
+def test_a_command_that_succeeds_prints_only_its_own_lines(tmp_path, tiny_lm_dir):
+    """No library chatter (DeepSpeed's 'Setting accelerator to CPU' went to stdout on machines without a GPU)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env.pop("DS_ACCELERATOR", None)
+    proc = subprocess.run([sys.executable, "-m", "ropescale", "extend", "--model", str(tiny_lm_dir), "--method",
+                           "yarn", "--factor", "2", "--output", str(tmp_path / "x")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("wrote ") and "WARNING" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr

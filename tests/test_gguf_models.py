@@ -2,6 +2,7 @@
 --to gguf writes the scaling into a copy; checkpoints without a tokenizer still extend and export."""
 
 import json
+import math
 import os
 import shutil
 
@@ -111,12 +112,42 @@ def test_an_exported_gguf_loads_back_with_its_scaling(capsys, tiny_gguf, tmp_pat
     assert f"rope {method}" in capsys.readouterr().out
 
 
+GGUF_KEYS_TO_ROPE = [   # GGUF keys -> rope_parameters besides rope_theta, as llama.cpp runs the file
+    ({"llama.rope.scaling.factor": 4.0}, {"rope_type": "linear", "factor": 4.0}),   # no type: llama.cpp's linear
+    ({"llama.rope.scale_linear": 4.0}, {"rope_type": "linear", "factor": 4.0}),     # the factor's old key
+    ({"llama.rope.scaling.type": "none", "llama.rope.scaling.factor": 4.0}, {"rope_type": "default"}),  # never scales
+    ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 1.0}, {"rope_type": "default"}),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0},   # L0 defaults to the context length
+     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0, "llama.rope.scaling.attn_factor": 1.5,
+      "llama.rope.scaling.original_context_length": 32, "llama.rope.scaling.yarn_beta_fast": 16.0,
+      "llama.rope.scaling.yarn_beta_slow": 2.0},
+     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "beta_fast": 16.0,
+      "beta_slow": 2.0, "attention_factor": 1.5 * (0.1 * math.log(4.0) + 1)}),   # attn_factor × 0.1 ln s + 1
+]
+
+
+@pytest.mark.parametrize("keys,rope", GGUF_KEYS_TO_ROPE)
+def test_a_gguf_scaling_is_read_as_llama_cpp_runs_it(tiny_gguf, tmp_path, keys, rope):
+    from ropescale.export.gguf import copy_gguf
+
+    _, path = tiny_gguf
+    copy_gguf(path, tmp_path / "scaled.gguf", keys=keys)
+    assert models.load_config(tmp_path / "scaled.gguf").rope_parameters == {"rope_theta": 10000.0, **rope}
+
+
 @pytest.mark.parametrize("keys,tensors,needle", [
     ({"llama.rope.scaling.type": "longrope"}, {}, "rope scaling type 'longrope' is not one ropescale can read"),
     ({"llama.rope.scaling.type": "yarn"}, {}, "rope scaling 'yarn' without llama.rope.scaling.factor"),
     ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0, "llama.rope.scaling.yarn_ext_factor":
       0.5}, {}, "llama.rope.scaling.yarn_ext_factor is not one ropescale can read"),
     ({}, {"rope_freqs.weight": [1.0] * 8}, "scales its rope per frequency (tensor rope_freqs.weight)"),
+    # llama.cpp multiplies cos and sin by attn_factor whatever the type; transformers' linear has no such scale
+    ({"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0, "llama.rope.scaling.attn_factor": 1.5},
+     {}, "llama.rope.scaling.attn_factor = 1.5 scales the attention of a 'linear' rope"),
+    ({"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 0.5}, {},
+     "llama.rope.scaling.factor = 0.5; a rope scale factor must be a number >= 1"),
+    ({"llama.rope.scale_linear": -2.0}, {}, "llama.rope.scale_linear = -2.0; a rope scale factor must be"),
 ])
 def test_a_gguf_scaling_transformers_cannot_run_is_one_line(capsys, tiny_gguf, tmp_path, keys, tensors, needle):
     import numpy as np

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 
@@ -126,22 +127,22 @@ def load_config(name: str | Path | None):
 GGUF_SCALING_KEYS = ("type", "factor", "original_context_length", "attn_factor", "yarn_beta_fast", "yarn_beta_slow",
                      "finetuned")
 GGUF_SCALING_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+GGUF_SCALING_TYPES = ("none", "linear", "yarn")
 
 
 def gguf_rope_scaling(path: str | Path) -> dict:
-    """The transformers rope_parameters entries of a GGUF file's `{arch}.rope.scaling.*` keys ({} when unscaled):
-    linear → factor; yarn → factor, L0 (llama.cpp's default: the context length), betas, and the attention scale
-    (llama.cpp's attn_factor multiplies its built-in 0.1·ln s + 1). ValueError for a scaling transformers could not
-    run as the file says (per-frequency factor tensors, another type, a key ropescale does not know)."""
+    """The transformers rope_parameters entries of a GGUF file's `{arch}.rope.scaling.*` keys ({} when unscaled),
+    read as llama.cpp reads them (llama-model.cpp, llama-context.cpp): a factor without a type is linear; it may
+    be under the old name `{arch}.rope.scale_linear`; type none never scales; attn_factor multiplies cos and sin
+    whatever the type, on top of YaRN's built-in 0.1·ln s + 1; YaRN's L0 defaults to the context length.
+    ValueError for what transformers could not run as the file says (per-frequency factor tensors, another type,
+    a key ropescale does not know, an attention factor on a rope without one) or a factor that is not >= 1."""
     import gguf
-
-    from ropescale.rope.methods import yarn_get_mscale
 
     reader = gguf.GGUFReader(str(path))
     arch = str(reader.fields["general.architecture"].contents())
-    prefix = f"{arch}.rope.scaling."
+    prefix, where = f"{arch}.rope.scaling.", f"`model` {str(path)!r}"
     keys = {name[len(prefix):]: field.contents() for name, field in reader.fields.items() if name.startswith(prefix)}
-    where = f"`model` {str(path)!r}"
     tensors = [t.name for t in reader.tensors if t.name in GGUF_SCALING_TENSORS]
     if tensors:
         raise ValueError(f"{where} scales its rope per frequency (tensor {tensors[0]}), which transformers' GGUF "
@@ -150,17 +151,34 @@ def gguf_rope_scaling(path: str | Path) -> dict:
     if unknown:
         raise ValueError(f"{where}: rope scaling key {prefix}{unknown[0]} is not one ropescale can read "
                          f"(known: {', '.join(GGUF_SCALING_KEYS)})")
-    kind = str(keys.get("type", "none"))
+    given = _gguf_factor_field(reader, arch, keys)
+    kind = str(keys.get("type", "none" if given is None else "linear"))
+    if kind not in GGUF_SCALING_TYPES:
+        raise ValueError(f"{where}: rope scaling type {kind!r} is not one ropescale can read from a GGUF file "
+                         f"({', '.join(GGUF_SCALING_TYPES)})")
+    attention = float(keys.get("attn_factor", 1.0))
+    if attention != 1.0 and kind != "yarn":
+        raise ValueError(f"{where}: {prefix}attn_factor = {attention:g} scales the attention of a {kind!r} rope, "
+                         "which transformers cannot (of the GGUF types only yarn takes an attention factor)")
     if kind == "none":
         return {}
-    if kind not in ("linear", "yarn"):
-        raise ValueError(f"{where}: rope scaling type {kind!r} is not one ropescale can read from a GGUF file "
-                         "(none, linear, yarn)")
-    if "factor" not in keys:
+    if given is None:
         raise ValueError(f"{where}: rope scaling {kind!r} without {prefix}factor")
-    factor = float(keys["factor"])
+    name, factor = given
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 1:
+        raise ValueError(f"{where}: {name} = {factor!r}; a rope scale factor must be a number >= 1 "
+                         "(the target length divided by the original)")
+    factor = float(factor)
     if kind == "linear":
-        return {"rope_type": "linear", "factor": factor}
+        return {"rope_type": "linear", "factor": factor} if factor != 1.0 else {}
+    return _gguf_yarn(reader, arch, keys, factor, attention)
+
+
+def _gguf_yarn(reader, arch: str, keys: dict, factor: float, attention: float) -> dict:
+    """YaRN's rope_parameters: L0 (llama.cpp's default: the context length), the betas if given, and the attention
+    scale, llama.cpp's attn_factor times the built-in 0.1·ln s + 1 (transformers' default when attn_factor is 1)."""
+    from ropescale.rope.methods import yarn_get_mscale
+
     context = reader.fields.get(f"{arch}.context_length")
     l0 = keys.get("original_context_length", None if context is None else context.contents())
     out = {"rope_type": "yarn", "factor": factor}
@@ -169,9 +187,17 @@ def gguf_rope_scaling(path: str | Path) -> dict:
     for key, name in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
         if key in keys:
             out[name] = float(keys[key])
-    if "attn_factor" in keys and float(keys["attn_factor"]) != 1.0:
-        out["attention_factor"] = float(keys["attn_factor"]) * yarn_get_mscale(factor)
+    if attention != 1.0:
+        out["attention_factor"] = attention * yarn_get_mscale(factor)
     return out
+
+
+def _gguf_factor_field(reader, arch: str, keys: dict) -> tuple[str, object] | None:
+    """(key, value) of the scale factor s: `rope.scaling.factor`, else llama.cpp's old name `rope.scale_linear`."""
+    if "factor" in keys:
+        return f"{arch}.rope.scaling.factor", keys["factor"]
+    legacy = reader.fields.get(f"{arch}.rope.scale_linear")
+    return None if legacy is None else (f"{arch}.rope.scale_linear", legacy.contents())
 
 
 def has_tokenizer(name: str | Path | None) -> bool:

@@ -187,10 +187,13 @@ def spec_from_hf(config: Any) -> RopeSpec:
         raise ValueError(f"nested per-layer-type rope_parameters (keys {sorted(rope)}) are not supported")
     hf_type = rope.get("rope_type") or rope.get("type") or "default"
     recorded = rope.get(PREFIX + "method")
+    if recorded is not None and (not isinstance(recorded, str) or recorded not in METHODS):
+        raise ValueError(f"rope_parameters[{PREFIX + 'method'!r}] must be a string naming a ropescale method "
+                         f"({', '.join(METHODS)}), got {recorded!r}")
     name = recorded or (HF_TYPE_TO_METHOD.get(hf_type) if isinstance(hf_type, str) else None)
-    if not isinstance(name, str) or name not in METHODS:
-        raise ValueError(f"rope_type {hf_type!r} (ropescale_method {rope.get(PREFIX + 'method')!r}) is not "
-                         f"supported; rope_type must be one of {', '.join(HF_TYPE_TO_METHOD)}")
+    if name is None:
+        raise ValueError(f"rope_type {hf_type!r} is not supported; rope_type must be one of "
+                         f"{', '.join(HF_TYPE_TO_METHOD)}")
     method = METHODS[name]
     wanted = ("rope_theta", "partial_rotary_factor", "original_max_position_embeddings") + method.parameters
     values = {}
