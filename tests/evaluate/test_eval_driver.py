@@ -102,3 +102,11 @@ def test_short_context_without_a_baseline_is_an_error(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
     with pytest.raises(ValueError, match="`baseline_model`"):
         evaluate(ShortContextTask(), model, tokenizer=tokenizer, output=tmp_path / "r.jsonl", progress=False)
+
+
+@pytest.mark.parametrize("device,needle", [("nosuch", "is not a torch device"), ("meta", "is not supported")])
+def test_a_device_torch_cannot_run_on_is_refused_before_anything_is_read(tmp_path, device, needle):
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(ValueError, match=f"`device` '{device}' {needle}"):
+        evaluate(PerplexityTask(lengths=[64]), str(tmp_path / "no-model"), output=out, device=device, progress=False)
+    assert not out.exists()

@@ -114,6 +114,13 @@ def test_the_embedded_model_named_or_not_is_the_same_search(tmp_path):
         check_settings(tmp_path, {"model": "some/model", "seed": 0})
 
 
+def test_a_search_of_the_embedded_model_resumes_whether_or_not_it_is_named(tmp_path):
+    settings = dict(factor=1.25, length=260, population=4, samples=1, fitness="perplexity", progress=False)
+    search("embedded", output=tmp_path, generations=1, **settings)
+    assert json.loads((tmp_path / "search.json").read_text())["model"] is None   # recorded as a call without it
+    assert len(search(None, output=tmp_path, generations=2, **settings).history) == 2
+
+
 def test_the_needle_fitness_searches_too(tiny_train_model_dir, tmp_path):
     result = _search(tiny_train_model_dir, tmp_path, generations=2, factor=8.0, fitness="needle",
                      fixed_attention_scale=1.1)

@@ -143,7 +143,10 @@ def evaluate(task: Task, model: Any = None, *, output: str | Path | ResultsFile,
 
     Before a model is loaded by name, the largest remaining cell's memory is estimated for `device` and `dtype`
     (`check_memory`): ValueError when it cannot fit, one warning line when it fits narrowly; `force` skips that.
+    ValueError for a `device` this machine does not have (`models.resolve_device`), before anything is read.
     """
+    if device is not None:
+        device = models.resolve_device(device)
     output = output if isinstance(output, ResultsFile) else ResultsFile(output)
     loaded = model is not None and not isinstance(model, (str, Path))
     if loaded and tokenizer is None:
