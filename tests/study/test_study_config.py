@@ -92,6 +92,7 @@ def test_the_recorded_recipe_of_a_spec_run_loads_back(tmp_path, monkeypatch):
     monkeypatch.chdir(RECIPES.parent)   # the recipe names its spec file from the repository's root
     config = StudyConfig.from_yaml(RECIPES / "study-embedded-s8.yaml")
     assert any("spec" in run.settings for run in config.runs)
+    assert StudyConfig.from_dict(config.to_dict()) == config
     path = _write(tmp_path, yaml.safe_dump(_plain(config.to_dict())))
     assert StudyConfig.from_yaml(path) == config
 

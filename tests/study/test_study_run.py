@@ -138,7 +138,7 @@ def test_full_tiny_study_then_a_rerun_recomputes_nothing(tiny_lm_dir, text_file,
     log = []
     run_study(config, progress=False, log=log.append)
     assert stages(out)["fine-tune"]["runs"] == {"yarn": "trained", "linear": "reused"}
-    assert any("result rows of its earlier checkpoint dropped" in line for line in log)
+    assert any("result rows of another checkpoint dropped" in line for line in log)
     assert stages(out)["fine-tuned"]["cells_measured"] == 3 + 1   # yarn's grid and short-context, not linear's
     assert len(rows_of("yarn (fine-tuned)")) == len(first) and rows_of("yarn (fine-tuned)") != first
 
@@ -208,6 +208,13 @@ def test_a_folder_of_foreign_files_or_of_another_models_study_is_refused_before_
     assert (out / "study.yaml").read_text() == "model: some-org/another-model\n"
 
 
+def test_a_device_this_machine_lacks_is_named_before_the_model_is_read(text_file, tmp_path):
+    config = tiny_study(tmp_path / "no-model", text_file, tmp_path / "out", eval={"device": "nosuch"})
+    with pytest.raises(ValueError, match="eval.device 'nosuch' is not a torch device"):
+        run_study(config, progress=False, log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1]", '{"settings": 5}'])
 def test_a_run_whose_training_json_is_not_ropescales_is_named(tiny_lm_dir, text_file, tmp_path, text):
     from ropescale.study.runner import finetune_run
@@ -218,3 +225,47 @@ def test_a_run_whose_training_json_is_not_ropescales_is_named(tiny_lm_dir, text_
     (run_dir / "training.json").write_text(text)
     with pytest.raises(ValueError, match="training.json' is not the training.json of a ropescale fine-tune run"):
         finetune_run(config, config.runs[0], run_dir, log=lambda _: None)
+
+
+def test_rows_of_a_run_whose_checkpoint_changed_since_they_were_measured_are_measured_again(
+        tiny_lm_dir, text_file, tmp_path):
+    import shutil
+
+    out = tmp_path / "study"
+    config = tiny_study(tiny_lm_dir, text_file, out, methods=[], runs=[{"name": "yarn", "method": "yarn"}])
+    run_dir = out / "runs" / "yarn"
+    shutil.copytree(tiny_lm_dir, run_dir)   # a finished run of an earlier invocation: weights and training.json
+    (out / "results.jsonl").write_text("")
+    settings = config.finetune_config(config.runs[0], output=run_dir).to_dict()
+
+    def finish(elapsed_s):   # what a training writes last; its wall time alone tells two trainings apart
+        (run_dir / "training.json").write_text(json.dumps({"settings": settings, "steps": 2, "elapsed_s": elapsed_s}))
+
+    def rows():
+        return [line for line in open(out / "results.jsonl") if json.loads(line)["model"] == "yarn (fine-tuned)"]
+
+    finish(1.0)
+    run_study(config, progress=False, log=lambda _: None)
+    first = rows()
+    assert stages(out)["fine-tuned"]["cells_measured"] == 3 + 1   # perplexity at 64 and 128, passkey, short-context
+    run_study(config, progress=False, log=lambda _: None)
+    assert stages(out)["fine-tuned"]["cells_measured"] == 0
+    # trained again by hand, or by a study killed before it measured the new weights: the old rows go
+    finish(2.0)
+    log = []
+    run_study(config, progress=False, log=log.append)
+    assert stages(out)["fine-tune"]["runs"] == {"yarn": "reused"}
+    assert stages(out)["fine-tuned"]["cells_measured"] == 3 + 1
+    assert f"  yarn (fine-tuned): {len(first)} result rows of another checkpoint dropped (they are measured again)" \
+        in log
+    assert len(rows()) == len(first) and not set(rows()) & set(first)
+
+
+def test_a_study_stopped_before_its_first_result_is_continued_not_refused(tiny_lm_dir, text_file, tmp_path):
+    from ropescale.study.runner import open_study
+
+    out = tmp_path / "study"
+    config = tiny_study(tiny_lm_dir, text_file, out, runs=[])
+    open_study(config, False, lambda _: None)
+    assert sorted(p.name for p in out.iterdir()) == ["study.json", "study.yaml"]
+    open_study(config, False, lambda _: None)   # no "holds files that no ropescale study wrote"

@@ -13,7 +13,8 @@ import argparse
 import dataclasses
 
 from ropescale.cli.args import list_of
-from ropescale.cli.common import add_force_argument, add_model_argument, finite_float, int_list, on_interrupt, positive_int, quiet_transformers
+from ropescale.cli.common import (add_force_argument, add_model_argument, finite_float, int_list, on_interrupt,
+                                  positive_int, quiet_transformers)
 
 HELP = "the whole comparison: training-free methods, equal-budget fine-tuning, evaluation, report.md (resumable)"
 
@@ -28,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated evaluation lengths (default: 1,2,4,8,16 × L0)")
     parser.add_argument("--methods", type=list_of(str, "method names"), default=None,
                         help="comma-separated training-free methods (default: linear,ntk,dynamic,yarn,dynamic-yarn)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="optimizer steps of every fine-tune run (replaces the recipe's, a run's own included)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="optimizer steps of every fine-tune run (replaces the recipe's, a run's own included)")
     parser.add_argument("--no-finetune", dest="no_finetune", action="store_true",
                         help="training-free methods only (no fine-tune runs)")
     add_force_argument(parser)

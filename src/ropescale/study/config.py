@@ -131,6 +131,9 @@ class FinetuneRun:
                              f"got {values!r}")
         values = dict(values)
         method = values.pop("method", None)
+        if not isinstance(values.get("spec"), (str, type(None))):
+            raise ValueError(f"runs[{index}].spec must be the path of a RopeSpec JSON file (such as the best.json "
+                             f"of ropescale search), got {values['spec']!r}")
         if method is not None and values.get("spec") is not None:
             raise ValueError(f"runs[{index}]: method and spec exclude each other (the spec file holds the method)")
         if method is None and isinstance(values.get("spec"), str):

@@ -13,11 +13,16 @@ Resuming: every evaluation appends one finished cell at a time to DIR/results.js
 already there (`ropescale.evaluate.ResultsFile`); a run folder with training.json is reused (after checking it
 was trained with the same settings), one with a checkpoint continues from it (`finetune --resume`), and one
 without is started again. A rerun of a finished study loads no model at all: it only redraws the report.
+
+A fine-tuned run's rows belong to one checkpoint: DIR/measured.json records the sha256 of the training.json its
+rows were measured from, and a run whose training.json has changed since (retrained by the study or by hand)
+loses its rows, which are measured again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import time
@@ -52,7 +57,10 @@ from ropescale.train.config import FinetuneConfig
 RESULTS = "results.jsonl"
 RUNS = "runs"
 STUDY_RECORD = "study.json"
-STUDY_MARKERS = (RESULTS, RUNS, STUDY_RECORD, "study.yaml")   # what only a study writes in its folder
+MEASURED = "measured.json"   # run name -> sha256 of the training.json its rows in results.jsonl measured
+# what only a study writes in its folder (not study.yaml or runs/: a user's own recipe or runs folder has those
+# names; study.json is written before any other file)
+STUDY_MARKERS = (RESULTS, STUDY_RECORD)
 # FinetuneConfig keys that do not change the trained weights: a finished run is reused whatever they say
 NOT_IN_THE_WEIGHTS = ("output", "resume", "overwrite", "save_every", "keep_checkpoints", "report_to")
 
@@ -208,17 +216,31 @@ def read_training(run_dir: Path) -> dict:
     return training
 
 
+def check_finished(config: StudyConfig, run: FinetuneRun, run_dir: Path) -> bool:
+    """Whether the run in `run_dir` is finished (it has training.json); ValueError when that file is not a
+    ropescale run's or the run was trained with other settings than the recipe's (its weights are not the run's)."""
+    if not (run_dir / "training.json").is_file():
+        return False
+    saved = read_training(run_dir).get("settings", {})
+    diff = settings_difference(saved, config.finetune_config(run, output=run_dir).to_dict())
+    if diff:
+        raise ValueError(f"fine-tune run {run.name!r} in {str(run_dir)!r} was trained with {diff}; delete that "
+                         "folder to train it again, or give the study another `output`")
+    return True
+
+
+def checkpoint_fingerprint(run_dir: Path) -> str:
+    """What tells one finished checkpoint of a run from another: the sha256 of its training.json (which holds
+    its settings, final loss and wall time, so a run trained again never has the same one)."""
+    return hashlib.sha256((run_dir / "training.json").read_bytes()).hexdigest()
+
+
 def finetune_run(config: StudyConfig, run: FinetuneRun, run_dir: Path, log: Callable[[str], None],
                  force: bool = False) -> tuple[str, int]:
     """Train one run unless it is finished; returns (what happened, optimizer steps trained now). The study checked
     the step's memory up front (`check_study_memory`); a launched run checks its own, unless `force`."""
     wanted = config.finetune_config(run, output=run_dir)
-    if (run_dir / "training.json").is_file():
-        saved = read_training(run_dir).get("settings", {})
-        diff = settings_difference(saved, wanted.to_dict())
-        if diff:
-            raise ValueError(f"fine-tune run {run.name!r} in {str(run_dir)!r} was trained with {diff}; delete that "
-                             "folder to train it again, or give the study another `output`")
+    if check_finished(config, run, run_dir):
         log(f"  {run.name}: finished earlier ({wanted.steps} steps), reused")
         return "reused", 0
     checkpoints = checkpoint_dirs(run_dir)
@@ -301,8 +323,9 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     """Run (or continue) the study into `config.output`; returns the path of its report.md.
 
     Writes DIR/results.jsonl (every measured number), DIR/runs/NAME (each fine-tuned checkpoint with loss.csv and
-    training.json), DIR/report.md with its PNGs, DIR/study.yaml (the recipe as run) and DIR/study.json (what this
-    invocation did: cells measured and steps trained per stage, seconds).
+    training.json), DIR/report.md with its PNGs, DIR/study.yaml (the recipe as run), DIR/measured.json (the
+    checkpoint each run's rows measured) and DIR/study.json (what this invocation did: cells measured and steps
+    trained per stage, seconds).
 
     Before anything is written, the largest unit of work of every stage (an evaluation cell, a training step) is
     checked against the device's memory (`check_study_memory`): ValueError when one cannot fit; `force` skips it.
@@ -335,6 +358,7 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], 
     record the recipe as DIR/study.yaml."""
     if not config.output:
         raise ValueError("`output` is required: the folder for results.jsonl, the fine-tuned runs and the report")
+    device = resolve_device(config.eval.device, "eval.device")   # before the model is read
     out = Path(config.output).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"`output` {str(out)!r} is a file; give a folder for the study")
@@ -349,7 +373,6 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], 
     asked = config.eval.passkey_lengths
     if asked is not None and not set(asked) <= set(lengths):
         raise ValueError(f"eval.passkey_lengths {list(asked)} must be some of the study's lengths {lengths}")
-    device = resolve_device(config.eval.device, "eval.device")
     if not force:   # before any prompt is built: a passkey prompt of a mistyped length alone can exhaust the memory
         bos = tokenizer.bos_token_id is not None
         check_study_memory(config, make_tasks(config, lengths, list(asked or lengths), l0, bos), device)
@@ -361,6 +384,9 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], 
     tasks = make_tasks(config, lengths, keyed, l0, tokenizer.bos_token_id is not None)
     free = training_free_targets(config, info)
     out.mkdir(parents=True, exist_ok=True)
+    # first, so that a study stopped before its first result is still known as one (`check_output`)
+    write_json_atomic(out / STUDY_RECORD, {"l0": l0, "lengths": lengths, "factor": config.factor, "stages": []},
+                      sort_keys=True)
     write_text_atomic(out / "study.yaml", f"# ropescale study {out / 'study.yaml'} --output {out}\n"
                       + yaml.safe_dump(_plain(config.to_dict() | {"output": None}), sort_keys=False))
     return Study(config, out, results, l0, lengths, tasks, device, getattr(torch, config.eval.dtype), progress, log,
@@ -369,14 +395,24 @@ def open_study(config: StudyConfig, progress: bool, log: Callable[[str], None], 
 
 def check_output(config: StudyConfig, out: Path) -> None:
     """ValueError, before any work, when `out` holds files no study wrote, a run folder holds files no fine-tune
-    wrote, or the folder holds a study of another model (its rows and runs would pass for this model's)."""
-    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in STUDY_MARKERS):
-        raise ValueError(f"`output` {str(out)!r} holds files that no ropescale study wrote; choose another `output`")
+    wrote or a finished run that the recipe would not reuse, or the folder holds a study of another model (its
+    rows and runs would pass for this model's)."""
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in STUDY_MARKERS):
+        raise ValueError(f"`output` {str(out)!r} holds files that no ropescale study wrote (no {RESULTS} or "
+                         f"{STUDY_RECORD}); choose another `output`")
+    if (out / RUNS).exists() and not (out / RUNS).is_dir():
+        raise ValueError(f"`output`: {str(out / RUNS)!r} is a file, not the study's folder of fine-tune runs; move "
+                         "it or choose another `output`")
     for run in config.runs:
         run_dir = out / RUNS / run.name
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"`output`: {str(run_dir)!r} is a file, not a fine-tune run's folder; move it or "
+                             "choose another `output`")
         if run_dir.is_dir() and any(run_dir.iterdir()) and not any((run_dir / n).exists() for n in RUN_MARKERS):
             raise ValueError(f"`output`: {str(run_dir)!r} holds files that no ropescale fine-tune wrote; move them "
                              "or choose another `output`")
+        check_finished(config, run, run_dir)
+    read_measured(out)
     recorded = out / "study.yaml"
     if recorded.is_file():
         try:
@@ -440,8 +476,10 @@ def stages(study: Study) -> list[tuple[str, str, Callable[[Study, Tally], None]]
             ("training-free", f"{', '.join(config.methods) or 'no method'} ×{config.factor:g} at {grid}",
              _training_free)]
     if config.runs:
+        steps = list(dict.fromkeys(config.finetune_config(r).steps for r in config.runs))
         plan += [("fine-tune", f"{', '.join(r.name for r in config.runs)} ×{config.factor:g}, "
-                  f"{config.finetune_config(config.runs[0]).steps} steps each, into {study.out / RUNS}", _finetune),
+                  f"{'/'.join(map(str, steps))} steps{' each' if len(steps) == 1 else ''}, into {study.out / RUNS}",
+                  _finetune),
                  ("fine-tuned", f"each run at {grid}, and perplexity at L0 against the base model", _finetuned)]
     return plan + [("report", f"report.md and figures in {study.out}", _report)]
 
@@ -456,14 +494,33 @@ def _training_free(study: Study, tally: Tally) -> None:
 
 
 def _finetune(study: Study, tally: Tally) -> None:
+    measured = read_measured(study.out)
     for run in study.config.runs:
         run_dir = study.out / RUNS / run.name
         status, steps = finetune_run(study.config, run, run_dir, study.log, study.force)
         tally.runs[run.name], tally.steps_trained = status, tally.steps_trained + steps
-        if status != "reused":   # new weights: rows an earlier checkpoint of this run left are not theirs
+        fingerprint = checkpoint_fingerprint(run_dir)
+        # new weights (trained now, or since the rows were measured, or unknown): the rows are another checkpoint's;
+        # recorded after they went and before any row of this checkpoint is measured
+        if measured.get(run.name) != fingerprint:
             forget(study, run_label(run))
+            measured[run.name] = fingerprint
+            write_json_atomic(study.out / MEASURED, measured, sort_keys=True)
         training = read_training(run_dir)
         study.tuned.append(finetuned_target(study.config, run, run_dir, training))
+
+
+def read_measured(out: Path) -> dict[str, str]:
+    """DIR/measured.json: run name -> fingerprint of the checkpoint its rows measured ({} when absent)."""
+    path = out / MEASURED
+    try:
+        measured = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        measured = None
+    if not isinstance(measured, dict):
+        raise ValueError(f"{str(path)!r} is not the record of a ropescale study (a mapping of run names to "
+                         "checkpoint fingerprints); delete it to measure every fine-tuned run again")
+    return measured
 
 
 def forget(study: Study, label: str) -> None:
@@ -471,7 +528,7 @@ def forget(study: Study, label: str) -> None:
     dropped = drop_json_lines(study.results.path, lambda row: row.get("model") == label)
     drop_json_lines(samples_path(study.results.path), lambda row: row.get("model") == label)
     if dropped:
-        study.log(f"  {label}: {dropped} result rows of its earlier checkpoint dropped (they are measured again)")
+        study.log(f"  {label}: {dropped} result rows of another checkpoint dropped (they are measured again)")
 
 
 def _finetuned(study: Study, tally: Tally) -> None:
