@@ -17,13 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ropescale.export.runtimes import llamacpp_settings
-from ropescale.models import GGUF_SCALING_TENSORS
+from ropescale.models import GGUF_EXTRA, GGUF_SCALING_TENSORS
 from ropescale.rope.spec import RopeSpec
 
-GGUF_EXTRA = "pip install 'ropescale[gguf]'"
 _INT_KEYS = ("context_length", "original_context_length", "dimension_count")
-# the tensors that carry a rope scaling (llama3's, longrope's): a base model's are dropped with its scaling keys
-SCALING_TENSORS = GGUF_SCALING_TENSORS
 
 
 def _gguf():
@@ -91,7 +88,7 @@ def write_dequantized_gguf(base: str | Path, output: str | Path) -> None:
 def copy_gguf(base: str | Path, output: str | Path, keys: dict | None = None, tensors: dict | None = None,
               drop_scaling: bool = False, dequantize: bool = False) -> None:
     """Copy a GGUF file, setting `keys` (name -> value) and adding or replacing `tensors` (name -> F32 array);
-    drop_scaling removes the base's `{arch}.rope.scaling.*` keys and `SCALING_TENSORS` first (a Llama 3.1 file's
+    drop_scaling removes the base's `{arch}.rope.scaling.*` keys and `GGUF_SCALING_TENSORS` first (a Llama 3.1 file's
     rope_freqs.weight would scale a new rope twice); dequantize turns quantized tensors into F32. Written to a
     temporary file, then renamed (a failure leaves the previous file or none)."""
     gguf = _gguf()
@@ -114,7 +111,7 @@ def copy_gguf(base: str | Path, output: str | Path, keys: dict | None = None, te
         for name, value in keys.items():
             writer.add_key_value(name, value, _value_type(gguf, name, value))
         kept = [t for t in reader.tensors if t.name not in tensors
-                and not (drop_scaling and t.name in SCALING_TENSORS)]
+                and not (drop_scaling and t.name in GGUF_SCALING_TENSORS)]
         data = [_tensor_data(gguf, t, dequantize) for t in kept] + list(tensors.values())
         types = [gguf.GGMLQuantizationType.F32 if dequantize or t.name in tensors else t.tensor_type for t in kept]
         types += [gguf.GGMLQuantizationType.F32] * len(tensors)
