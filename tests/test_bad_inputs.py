@@ -69,7 +69,9 @@ def bad(tmp_path_factory, tiny_lm_dir, tiny_train_model_dir):
                          ("method-as-list", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0,
                                                                  "factor": 2.0, "ropescale_method": ["yarn"]}}),
                          ("method-unknown", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0,
-                                                                 "factor": 2.0, "ropescale_method": "yarm"}})):
+                                                                 "factor": 2.0, "ropescale_method": "yarm"}}),
+                         ("rope-type-list", {"rope_parameters": {"rope_type": ["yarn"], "rope_theta": 10000.0,
+                                                                 "factor": 2.0}})):
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps({**config, **change}))
         p[name.replace("-", "_")] = str(root / name)
@@ -160,6 +162,8 @@ CASES = [
     ("config-method-unknown", ["export", "--model", "{method_unknown}", "--to", "vllm"],
      "naming a ropescale method (default, linear, ntk, dynamic, ntk-by-parts, yarn, dynamic-yarn, llama3, "
      "longrope, abf), got 'yarm'"),
+    ("extend-rope-type-list", ["extend", "--model", "{rope_type_list}", "--method", "yarn", "--factor", "2",
+                               "--output", "{root}/x"], "rope_type ['yarn'] is not supported"),
     ("plan-head-dim-zero", ["plan", "--model", "{model}", "--target-length", "1024", "--head-dim", "0"],
      "--head-dim: expected a positive integer"),
     ("export-max-len-negative", ["export", "--model", "{model}", "--to", "vllm", "--max-len", "-5"],

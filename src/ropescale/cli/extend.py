@@ -19,14 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ropescale.cli.common import on_interrupt, quiet_transformers, spec_from_args
     from ropescale.export.hf import check_save_dir, loading_note, save_extended
-    from ropescale.models import load_model, load_tokenizer
+    from ropescale.models import load_config, load_model, load_tokenizer
     from ropescale.patch import apply
 
     quiet_transformers()
     on_interrupt(args, lambda: f"nothing written: --output {args.output!r} is saved atomically, so it is as it was")
     check_save_dir(args.output, args.overwrite)  # before the model is loaded: fail fast
+    # from the config, before the weights: a model without RoPE (or a rope ropescale cannot read) is refused
+    # here, one of the wrong type by apply
+    spec = spec_from_args(args, load_config(args.model))
     model = load_model(args.model)
-    spec = spec_from_args(args, model)  # a model without RoPE is refused here, one of the wrong type by apply
     apply(model, spec)
     output = save_extended(model, load_tokenizer(args.model, required=False), spec, args.output, args.overwrite,
                            provenance={"source": str(args.model or "embedded"), "command": "extend"})
